@@ -1,0 +1,70 @@
+"""The `domino-sync` command: a click group with one module per family of subcommands.
+
+Errors raised on purpose (AgentError) become one line on stderr: exit 2 for configuration and usage errors,
+1 for everything else. No traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from agent import __version__
+from agent.cli import agent_commands, api_commands, emulator_command
+from agent.errors import AgentError, ConfigError
+from agent.logs import configure_logging, redact
+
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, "--version", prog_name="domino-sync")
+@click.option("--log-level", type=LOG_LEVELS, default=None, help="Log level (default: info, or the config's).")
+@click.option(
+    "--log-format", type=click.Choice(["auto", "json", "console"]), default=None,
+    help="Logs as JSON lines or console lines (default: JSON off a TTY, console on one).",
+)  # fmt: skip
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> None:
+    """Sync a local folder into a Domino Dataset and snapshot it when rules fire.
+
+    Also a command line for every Datasets API endpoint, and a local emulator of the API.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["log_level"] = log_level
+    ctx.obj["log_format"] = log_format
+    configure_logging(log_level or "warning", log_format or "auto")
+
+
+for _module in (api_commands, emulator_command, agent_commands):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI and turn AgentErrors into one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="domino-sync", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except ConfigError as exc:
+        fail(exc, 2)
+    except AgentError as exc:
+        fail(exc, 1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
+
+
+def fail(exc: BaseException | str, code: int) -> Any:
+    """Print one redacted line on stderr and exit with `code`."""
+    click.echo(f"domino-sync: error: {redact(str(exc))}", err=True)
+    sys.exit(code)

@@ -1,0 +1,359 @@
+"""The configuration file: frozen pydantic models, validated once at start.
+
+Precedence: a value in the file, then the environment (DOMINO_API_HOST and friends, for `domino.*`), then the
+default. Any error becomes one `ConfigError` line naming the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agent.api.models import Dialect, Role
+from agent.errors import MISSING, ConfigError
+from agent.units import DURATION_EXPECTED, SIZE_EXPECTED, parse_duration, parse_size
+
+DEFAULT_IGNORE = ("*.tmp", "*.part", "*.swp", ".~*", "~$*")
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, str | int | float):
+        return parse_duration(value)
+    raise ValueError(DURATION_EXPECTED)
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, str | int):
+        return parse_size(value)
+    raise ValueError(SIZE_EXPECTED)
+
+
+def _share(value: Any) -> float:
+    """`50%` -> 0.5; a bare number in [0, 1] is a fraction."""
+    expected = "a share of the mount's files such as 50% or 0.5"
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            number = float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(expected) from None
+    elif isinstance(value, int | float):
+        number = float(value)
+    else:
+        raise ValueError(expected)
+    if not 0 <= number <= 1:
+        raise ValueError(expected)
+    return number
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+Size = Annotated[int, BeforeValidator(_size)]
+Share = Annotated[float, BeforeValidator(_share)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class SourceConfig(_Model):
+    path: Path
+    settle: Duration = 2.0
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    delete: Literal["mirror", "keep"] = "mirror"
+    max_delete: Share = 0.5
+    rescan: Duration = 600.0
+    copy_workers: int = Field(default=4, ge=1, le=64)
+
+
+class GrantConfig(_Model):
+    principal: str = Field(min_length=1)
+    role: Role
+    principal_type: Literal["user", "organization"] = "user"
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _role(cls, value: Any) -> Role:
+        if not isinstance(value, str):
+            raise ValueError("read, write or admin")
+        try:
+            return Role.parse(value)
+        except ValueError:
+            raise ValueError("read, write or admin (or DatasetRwReader/Editor/Owner)") from None
+
+
+class DatasetConfig(_Model):
+    mount: Path | None = None
+    id: str | None = None
+    name: str | None = None
+    project_id: str | None = None
+    create: bool = False
+    description: str | None = None
+    grants: tuple[GrantConfig, ...] = ()
+    grants_exclusive: bool = False
+
+    @model_validator(mode="after")
+    def _named(self) -> DatasetConfig:
+        if not self.id and not self.name:
+            raise ValueError("dataset.id, or dataset.name (with dataset.project_id)")
+        return self
+
+
+class EmulatorConfig(_Model):
+    """Settings of the in-process emulator used when `domino.url` is `embedded`."""
+
+    data_dir: Path = Path(".domino-sync/emulator")
+    mount_root: Path | None = None
+    dialect: Dialect = Dialect.SEED
+
+
+class DominoConfig(_Model):
+    url: str | None = None  # None: DOMINO_API_HOST, else "embedded"
+    api_key: str | None = Field(default=None, repr=False)
+    token_file: Path | None = None
+    api_proxy: str | None = None
+    dialect: Literal["auto", "seed", "domino"] = "auto"
+    ca_bundle: Path | None = None
+    requests_per_second: float = Field(default=10.0, gt=0)
+    burst: int = Field(default=10, ge=1)
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    timeout: Duration = 30.0
+    emulator: EmulatorConfig = EmulatorConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value == "embedded":
+            return value
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("'embedded' or an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class MarkerWhen(_Model):
+    marker: str = Field(min_length=1)
+
+    @field_validator("marker")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if "/" in value or value in (".", ".."):
+            raise ValueError("a file name without '/' such as _SUCCESS")
+        return value
+
+
+class QuietWhen(_Model):
+    quiet: Duration
+
+
+class FilesWhen(_Model):
+    files: int = Field(ge=1)
+
+
+class BytesWhen(_Model):
+    bytes: Size
+
+
+class EveryWhen(_Model):
+    every: Duration
+    always: bool = False
+
+
+class CronWhen(_Model):
+    cron: str
+    always: bool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError("a cron expression such as '0 * * * *'")
+        return value
+
+
+class ManualWhen(_Model):
+    manual: Literal[True]
+
+
+When = MarkerWhen | QuietWhen | FilesWhen | BytesWhen | EveryWhen | CronWhen | ManualWhen
+
+_WHEN_KEYS: Mapping[str, type[_Model]] = {
+    "marker": MarkerWhen,
+    "quiet": QuietWhen,
+    "files": FilesWhen,
+    "bytes": BytesWhen,
+    "every": EveryWhen,
+    "cron": CronWhen,
+    "manual": ManualWhen,
+}
+
+
+class RuleConfig(_Model):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    when: When
+    glob: str | None = None
+    tags: tuple[str, ...] = ()
+    min_interval: Duration = 0.0
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _one_trigger(cls, value: Any) -> Any:
+        expected = "one trigger: " + ", ".join(_WHEN_KEYS)
+        if not isinstance(value, Mapping):
+            raise ValueError(expected)
+        triggers = [key for key in value if key in _WHEN_KEYS]
+        if len(triggers) != 1:
+            raise ValueError(expected)
+        return _WHEN_KEYS[triggers[0]].model_validate(value)
+
+
+class ServerConfig(_Model):
+    listen: str = "127.0.0.1:9464"
+    enabled: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("HOST:PORT such as 127.0.0.1:9464")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class LogConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Model):
+    source: SourceConfig
+    dataset: DatasetConfig
+    domino: DominoConfig = DominoConfig()
+    state_dir: Path = Path(".domino-sync/state")
+    rules: tuple[RuleConfig, ...] = ()
+    server: ServerConfig = ServerConfig()
+    shutdown_timeout: Duration = 20.0
+    log: LogConfig = LogConfig()
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: tuple[RuleConfig, ...]) -> tuple[RuleConfig, ...]:
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.name in seen:
+                raise ValueError(f"unique rule names (duplicate {rule.name!r})")
+            seen.add(rule.name)
+        return rules
+
+
+ENV_KEYS: Mapping[str, str] = {
+    "DOMINO_API_HOST": "url",
+    "DOMINO_USER_API_KEY": "api_key",
+    "DOMINO_TOKEN_FILE": "token_file",
+    "DOMINO_API_PROXY": "api_proxy",
+}
+
+
+def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
+    """Validate a decoded YAML document, fill `domino.*` from the environment, or raise ConfigError."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("(top level)", data, "a mapping with source: and dataset:")
+    env = os.environ if env is None else env
+    data = dict(data)
+    domino = data.get("domino") or {}
+    if isinstance(domino, Mapping):
+        domino = dict(domino)
+        for var, key in ENV_KEYS.items():
+            if domino.get(key) is None and env.get(var):
+                domino[key] = env[var]
+        data["domino"] = domino
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, data) from None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML config file, or raise ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("--config", str(path), "an existing YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("--config", str(path), f"a readable UTF-8 file ({exc.__class__.__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError("--config", str(path), f"valid YAML{where}") from None
+    return parse_config(data, env)
+
+
+def _first_error(exc: ValidationError, data: Any) -> ConfigError:
+    error = exc.errors(include_url=False)[0]
+    loc = [part for part in error["loc"] if not _is_union_tag(part)]
+    key = _dotted(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return ConfigError(key, _lookup(data, loc), "no such key (check the spelling)")
+    if kind == "missing":
+        return ConfigError(key, MISSING, "a value (this key is required)")
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    value = error.get("input", _lookup(data, loc))
+    if any(isinstance(part, str) and part in _SECRET_KEYS for part in loc):
+        value = "(hidden)"
+    if kind == "value_error" and loc == [] and "dataset" in message:
+        return ConfigError("dataset", MISSING, message)
+    return ConfigError(key or "(top level)", value, message)
+
+
+_SECRET_KEYS = frozenset({"api_key"})
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and part.endswith("When")
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _lookup(data: Any, loc: list[Any]) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return MISSING
+    return data
