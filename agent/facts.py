@@ -1,0 +1,52 @@
+"""Facts: what the sync engine, the clock and people tell the rules engine. Plain frozen values.
+
+Times are wall-clock seconds since the epoch (`time.time()`), passed in, never read by the rules engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FileChanged:
+    """A change to `path` (relative, '/'-separated) was seen; the file is pending until synced."""
+
+    path: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FileSynced:
+    """`path` is now in the mount with `size` bytes. `first_line` is set for marker files."""
+
+    path: str
+    size: int
+    at: float
+    first_line: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileDeleted:
+    """`path` was removed from the mount because it left the source."""
+
+    path: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: lets quiet and schedule triggers fire."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ManualRequest:
+    """Someone asked for a snapshot (POST /snapshot or `domino-sync snapshot`), with extra tags."""
+
+    at: float
+    tags: tuple[str, ...] = ()
+
+
+Fact = FileChanged | FileSynced | FileDeleted | Tick | ManualRequest
