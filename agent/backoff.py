@@ -19,7 +19,7 @@ def backoff_delay(
     if attempt < 1:
         raise ValueError("attempt starts at 1")
     r = random.random() if rand is None else rand
-    ceiling = min(cap, base * 2 ** min(attempt - 1, 62))
+    ceiling: float = min(cap, base * 2.0 ** min(attempt - 1, 62))
     delay = ceiling / 2 + r * ceiling / 2
     if retry_after is not None:
         delay = max(delay, retry_after)
