@@ -23,6 +23,10 @@ class DatasetsApi(Protocol):
 
     async def get_dataset(self, dataset_id: str) -> Dataset: ...
 
+    async def find_dataset(self, name: str, project_id: str | None) -> Dataset:
+        """The dataset called `name` (in `project_id` when given); NotFoundError when there is none."""
+        ...
+
     async def update_dataset(
         self, dataset_id: str, name: str | None = None, description: str | None = None
     ) -> Dataset: ...
