@@ -138,9 +138,9 @@ async def serving(agent: AgentView, host: str, port: int) -> AsyncIterator[int]:
         await runner.cleanup()
         raise AgentError(f"server.listen: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     bound = port
-    server = site._server
-    if server is not None and getattr(server, "sockets", None):
-        bound = server.sockets[0].getsockname()[1]
+    for address in runner.addresses:  # the real port when asked for port 0
+        bound = int(address[1])
+        break
     log.info("server.listening", host=host, port=bound)
     try:
         yield bound
