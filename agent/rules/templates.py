@@ -1,0 +1,77 @@
+"""Tag templates: `drop-{date}-{seq}` and friends rendered into safe Domino tag names. Pure.
+
+Placeholders:
+    {rule}    the rule's name
+    {seq}     the rule's fire counter (1, 2, 3, ...); a format spec works: {seq:04d}
+    {date}    YYYYMMDD, UTC, of the fire time
+    {time}    HHMMSS, UTC, of the fire time
+    {marker}  the first line of the marker file that fired the rule (empty when there is none)
+
+`{{` and `}}` are literal braces (which `safe_tag` then replaces). Anything else in braces is an error that
+`check_template` reports when the configuration is loaded, so rendering at fire time never fails.
+"""
+
+from __future__ import annotations
+
+import string
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.api.names import safe_tag
+
+PLACEHOLDERS = ("rule", "seq", "date", "time", "marker")
+
+_FORMATTER = string.Formatter()
+_SAMPLE: dict[str, Any] = {"rule": "rule", "seq": 1, "date": "20260101", "time": "000000", "marker": "m"}
+
+
+def check_template(template: str) -> None:
+    """Raise ValueError naming the problem when `template` is not a valid tag template."""
+    if not template.strip():
+        raise ValueError("a tag template must not be empty")
+    try:
+        parts = list(_FORMATTER.parse(template))
+    except ValueError as exc:
+        raise ValueError(f"tag template {template!r}: {exc} (write '{{{{' for a literal brace)") from None
+    known = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
+    for _literal, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if field not in PLACEHOLDERS:
+            shown = "{" + field + "}" if field else "{}"
+            raise ValueError(f"tag template {template!r}: unknown placeholder {shown}; known: {known}")
+        if conversion is not None:
+            raise ValueError(f"tag template {template!r}: conversions such as !{conversion} are not supported")
+        if spec and any(ch in spec for ch in "{}"):
+            raise ValueError(f"tag template {template!r}: nested placeholders are not supported")
+    try:
+        template.format_map(_SAMPLE)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"tag template {template!r}: bad format: {exc}") from None
+
+
+def render_tag(template: str, *, rule: str, seq: int, now: float, marker: str | None) -> str:
+    """`template` with its placeholders filled in, made a valid tag name with `safe_tag`.
+
+    `now` is epoch seconds (the fire time); `{date}` and `{time}` are UTC. Assumes `check_template` passed.
+    """
+    moment = datetime.fromtimestamp(now, tz=UTC)
+    values: dict[str, Any] = {
+        "rule": rule,
+        "seq": seq,
+        "date": moment.strftime("%Y%m%d"),
+        "time": moment.strftime("%H%M%S"),
+        "marker": (marker or "").strip(),
+    }
+    return safe_tag(template.format_map(values))
+
+
+def render_tags(
+    templates: tuple[str, ...], *, rule: str, seq: int, now: float, markers: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """Every template rendered once per marker (or once with no marker), duplicates dropped, order kept."""
+    out: dict[str, None] = {}
+    for template in templates:
+        for marker in markers or (None,):
+            out[render_tag(template, rule=rule, seq=seq, now=now, marker=marker)] = None
+    return tuple(out)

@@ -1,0 +1,393 @@
+"""The rules engine as tables: a list of facts in, the snapshot requests (when, rules, tags, scopes) out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agent.config import RuleConfig
+from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualRequest, Tick
+from agent.rules.engine import (
+    RulesState,
+    SnapshotRequest,
+    initial_state,
+    next_wakeup,
+    normalise_scopes,
+    resume,
+    step,
+)
+
+Out = tuple[float, tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # at, rules, tags, scopes
+
+
+def rule(name: str, when: dict[str, Any], **extra: Any) -> RuleConfig:
+    return RuleConfig.model_validate({"name": name, "when": when, **extra})
+
+
+def run(
+    rules: list[RuleConfig], facts: list[Fact], start: float = 0.0, state: RulesState | None = None
+) -> tuple[RulesState, list[Out]]:
+    state = initial_state(rules, start) if state is None else state
+    out: list[Out] = []
+    for fact in facts:
+        state, requests = step(rules, state, fact)
+        assert len(requests) <= 1
+        out += [(r.requested_at, r.rules, r.tags, r.scopes) for r in requests]
+    return state, out
+
+
+def synced(path: str, at: float, size: int = 10, first_line: str | None = None) -> FileSynced:
+    return FileSynced(path=path, size=size, at=at, first_line=first_line)
+
+
+MARKER = rule("m", {"marker": "_SUCCESS"}, tags=["drop-{marker}", "{rule}-{seq}"])
+QUIET = rule("q", {"quiet": "10s"}, tags=["quiet-{seq}"])
+FILES3 = rule("f", {"files": 3}, tags=["n{seq}"])
+BYTES = rule("b", {"bytes": "1KB"}, tags=["b{seq}"])
+EVERY = rule("e", {"every": "60s"}, tags=["e{seq}"])
+EVERY_ALWAYS = rule("e", {"every": "60s", "always": True}, tags=["e{seq}"])
+CRON = rule("c", {"cron": "* * * * *"}, tags=["c{seq}"])
+CRON_ALWAYS = rule("c", {"cron": "*/2 * * * *", "always": True})
+HELD_QUIET = rule("q", {"quiet": "10s"}, min_interval="60s")
+MANUAL = rule("man", {"manual": True}, tags=["manual-{seq}"])
+
+CASES: list[tuple[str, list[RuleConfig], list[Fact], list[Out]]] = [
+    # --- marker ---------------------------------------------------------------------------------------
+    (
+        "marker fires on its synced marker, scoped to its folder, {marker} = first line",
+        [MARKER],
+        [synced("a/x.csv", 1), synced("a/_SUCCESS", 2, first_line="b7\n")],
+        [(2, ("m",), ("drop-b7", "m-1"), ("a",))],
+    ),
+    (
+        "a marker at the top covers the whole dataset",
+        [MARKER],
+        [synced("_SUCCESS", 1, first_line="x")],
+        [(1, ("m",), ("drop-x", "m-1"), ("",))],
+    ),
+    (
+        "a nested marker scopes its own folder; no first line leaves {marker} empty",
+        [MARKER],
+        [synced("a/b/_SUCCESS", 1)],
+        [(1, ("m",), ("drop", "m-1"), ("a/b",))],
+    ),
+    (
+        "a marker seen but not yet synced, a deleted marker, or a near-miss name do not fire",
+        [MARKER],
+        [
+            FileChanged("a/_SUCCESS", 1),
+            FileDeleted("a/_SUCCESS", 2),
+            synced("a/x_SUCCESS", 3),
+            synced("_SUCCESS.txt", 4),
+        ],
+        [],
+    ),
+    (
+        "glob narrows which markers count",
+        [rule("m", {"marker": "_SUCCESS"}, glob="drops/**", tags=["t"])],
+        [synced("other/_SUCCESS", 1), synced("drops/d1/_SUCCESS", 2)],
+        [(2, ("m",), ("t",), ("drops/d1",))],
+    ),
+    (
+        "each marker fires again with the next seq",
+        [MARKER],
+        [synced("a/_SUCCESS", 1, first_line="1"), synced("b/_SUCCESS", 2, first_line="2")],
+        [(1, ("m",), ("drop-1", "m-1"), ("a",)), (2, ("m",), ("drop-2", "m-2"), ("b",))],
+    ),
+    # --- quiet ----------------------------------------------------------------------------------------
+    (
+        "quiet fires at last change + duration, not before",
+        [QUIET],
+        [FileChanged("a", 1), Tick(10.9), Tick(11)],
+        [(11, ("q",), ("quiet-1",), ("",))],
+    ),
+    (
+        "each change restarts the quiet period; synced and deleted files are changes too",
+        [QUIET],
+        [FileChanged("a", 1), synced("a", 5), Tick(14), FileDeleted("b", 14), Tick(23.9), Tick(24)],
+        [(24, ("q",), ("quiet-1",), ("",))],
+    ),
+    ("quiet needs at least one change", [QUIET], [Tick(100), Tick(1000)], []),
+    (
+        "after firing, quiet waits for a new change",
+        [QUIET],
+        [FileChanged("a", 0), Tick(10), Tick(100), FileChanged("b", 200), Tick(210)],
+        [(10, ("q",), ("quiet-1",), ("",)), (210, ("q",), ("quiet-2",), ("",))],
+    ),
+    (
+        "quiet only counts files its glob matches",
+        [rule("q", {"quiet": "10s"}, glob="*.csv")],
+        [FileChanged("notes.txt", 0), Tick(50), FileChanged("deep/x.csv", 60), Tick(70)],
+        [(70, ("q",), (), ("",))],
+    ),
+    (
+        "a due quiet rule fires on any later fact, before that fact counts as a new change",
+        [QUIET],
+        [FileChanged("a", 1), FileChanged("b", 20), Tick(29), Tick(30)],
+        [(20, ("q",), ("quiet-1",), ("",)), (30, ("q",), ("quiet-2",), ("",))],
+    ),
+    # --- files and bytes ------------------------------------------------------------------------------
+    (
+        "files fires on the Nth synced file and counts again from zero",
+        [FILES3],
+        [synced(f"f{i}", i) for i in range(1, 8)],
+        [(3, ("f",), ("n1",), ("",)), (6, ("f",), ("n2",), ("",))],
+    ),
+    (
+        "files counts only synced files its glob matches",
+        [rule("f", {"files": 2}, glob="data/**/*.csv")],
+        [
+            FileChanged("data/a.csv", 1),
+            synced("data/a.txt", 2),
+            synced("other/b.csv", 3),
+            synced("data/x/a.csv", 4),
+            synced("data/b.csv", 5),
+        ],
+        [(5, ("f",), (), ("",))],
+    ),
+    (
+        "marker files never count toward files",
+        [rule("f", {"files": 2}, tags=["f"]), rule("m", {"marker": "_SUCCESS"}, tags=["m"])],
+        [synced("d/a", 1), synced("d/_SUCCESS", 2), synced("d/b", 3)],
+        [(2, ("m",), ("m",), ("d",)), (3, ("f",), ("f",), ("",))],
+    ),
+    (
+        "bytes fires when the synced bytes reach the size, then counts again",
+        [BYTES],
+        [synced("a", 1, 600), synced("b", 2, 300), synced("c", 3, 100), synced("d", 4, 999), synced("e", 5, 5000)],
+        [(3, ("b",), ("b1",), ("",)), (5, ("b",), ("b2",), ("",))],
+    ),
+    # --- every and cron -------------------------------------------------------------------------------
+    (
+        "every fires on schedule only after a change",
+        [EVERY],
+        [Tick(30), FileChanged("a", 40), Tick(59.9), Tick(60), Tick(120), Tick(180)],
+        [(60, ("e",), ("e1",), ("",))],
+    ),
+    (
+        "every with always fires on each schedule time",
+        [EVERY_ALWAYS],
+        [Tick(60), Tick(90), Tick(120)],
+        [(60, ("e",), ("e1",), ("",)), (120, ("e",), ("e2",), ("",))],
+    ),
+    (
+        "missed schedule times (agent asleep) give one fire, then the phase continues",
+        [EVERY_ALWAYS],
+        [Tick(1000), Tick(1019), Tick(1020)],
+        [(1000, ("e",), ("e1",), ("",)), (1020, ("e",), ("e2",), ("",))],
+    ),
+    (
+        "a change to a file outside the glob does not make every fire",
+        [rule("e", {"every": "60s"}, glob="*.csv")],
+        [FileChanged("a.txt", 1), Tick(60), synced("a.csv", 61), Tick(119), Tick(120)],
+        [(120, ("e",), (), ("",))],
+    ),
+    (
+        "cron fires at matching minutes after a change",
+        [CRON],
+        [FileChanged("a", 5), Tick(59), Tick(60), Tick(120), synced("b", 121), Tick(180)],
+        [(60, ("c",), ("c1",), ("",)), (180, ("c",), ("c2",), ("",))],
+    ),
+    (
+        "cron with always fires without changes",
+        [CRON_ALWAYS],
+        [Tick(60), Tick(120), Tick(180), Tick(240)],
+        [(120, ("c",), (), ("",)), (240, ("c",), (), ("",))],
+    ),
+    # --- manual ---------------------------------------------------------------------------------------
+    (
+        "a manual rule fires on a request, with the request's tags added (made safe)",
+        [MANUAL],
+        [ManualRequest(5, tags=("extra", "my tag"))],
+        [(5, ("man",), ("manual-1", "extra", "my-tag"), ("",))],
+    ),
+    (
+        "without a manual rule a request still asks for a snapshot with its own tags",
+        [MARKER, FILES3],
+        [ManualRequest(5, tags=("v1.0",)), ManualRequest(6)],
+        [(5, (), ("v1.0",), ("",)), (6, (), (), ("",))],
+    ),
+    # --- min_interval ---------------------------------------------------------------------------------
+    (
+        "min_interval holds later triggers and fires them once, exactly when the interval ends",
+        [rule("f", {"files": 1}, min_interval="60s", tags=["{seq}"])],
+        [synced("a", 0), synced("b", 10), synced("c", 20), Tick(59.9), Tick(60), Tick(61), Tick(500)],
+        [(0, ("f",), ("1",), ("",)), (60, ("f",), ("2",), ("",))],
+    ),
+    (
+        "held markers keep every folder and every marker's tags",
+        [rule("m", {"marker": "_SUCCESS"}, min_interval="1m", tags=["drop-{marker}", "s{seq}"])],
+        [
+            synced("a/_SUCCESS", 0, first_line="b1"),
+            synced("x/_SUCCESS", 10, first_line="b2"),
+            synced("y/_SUCCESS", 20, first_line="b3"),
+            Tick(60),
+        ],
+        [(0, ("m",), ("drop-b1", "s1"), ("a",)), (60, ("m",), ("drop-b2", "drop-b3", "s2"), ("x", "y"))],
+    ),
+    (
+        "a held trigger is released by any fact once its interval is over",
+        [rule("f", {"files": 1}, min_interval="60s", tags=["{seq}"])],
+        [synced("a", 0), synced("b", 10), FileChanged("c", 75)],
+        [(0, ("f",), ("1",), ("",)), (75, ("f",), ("2",), ("",))],
+    ),
+    (
+        "a trigger at exactly the end of the interval fires at once",
+        [rule("f", {"files": 1}, min_interval="60s")],
+        [synced("a", 0), synced("b", 60)],
+        [(0, ("f",), (), ("",)), (60, ("f",), (), ("",))],
+    ),
+    (
+        "a held quiet trigger also waits for the folder to be quiet again",
+        [rule("q", {"quiet": "10s"}, min_interval="60s")],
+        [FileChanged("a", 0), Tick(10), FileChanged("b", 15), Tick(25), FileChanged("c", 65), Tick(70), Tick(75)],
+        [(10, ("q",), (), ("",)), (75, ("q",), (), ("",))],
+    ),
+    (
+        "held schedule times fire once at the end of the interval",
+        [rule("e", {"every": "10s", "always": True}, min_interval="25s", tags=["{seq}"])],
+        [Tick(10), Tick(20), Tick(30), Tick(35), Tick(40), Tick(50), Tick(60)],
+        [(10, ("e",), ("1",), ("",)), (35, ("e",), ("2",), ("",)), (60, ("e",), ("3",), ("",))],
+    ),
+    (
+        "a held manual request keeps its tags until the interval ends",
+        [rule("man", {"manual": True}, min_interval="60s")],
+        [ManualRequest(0, ("a",)), ManualRequest(5, ("b",)), ManualRequest(6, ("c",)), Tick(60)],
+        [(0, ("man",), ("a",), ("",)), (60, ("man",), ("b", "c"), ("",))],
+    ),
+    # --- several rules --------------------------------------------------------------------------------
+    (
+        "rules firing on one fact give one request: rules, tags and scopes merged",
+        [
+            rule("m", {"marker": "_SUCCESS"}, tags=["drop-{marker}", "latest"]),
+            rule("f", {"files": 2}, tags=["latest", "f{seq}"]),
+            rule("q", {"quiet": "5s"}),
+        ],
+        [synced("d/a", 0), synced("d/_SUCCESS", 1, first_line="z"), synced("d/b", 10)],
+        [(1, ("m",), ("drop-z", "latest"), ("d",)), (10, ("f", "q"), ("latest", "f1"), ("",))],
+    ),
+]
+
+
+@pytest.mark.parametrize(("rules", "facts", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_rules_table(rules: list[RuleConfig], facts: list[Fact], expected: list[Out]) -> None:
+    """Each row's facts give exactly the row's snapshot requests (see the row's id for the behaviour)."""
+    _, out = run(rules, facts)
+    assert out == expected
+
+
+@pytest.mark.parametrize(
+    ("rules", "facts", "expected"),
+    [
+        ([MARKER], [synced("a/x", 1)], None),
+        ([QUIET], [], None),
+        ([QUIET], [FileChanged("a", 3)], 13.0),
+        ([QUIET], [FileChanged("a", 3), Tick(13)], None),
+        ([EVERY], [], 60.0),
+        ([EVERY], [Tick(61)], 120.0),
+        ([CRON], [Tick(61)], 120.0),
+        ([QUIET, EVERY], [FileChanged("a", 55)], 60.0),
+        ([rule("f", {"files": 1}, min_interval="60s")], [synced("a", 5), synced("b", 6)], 65.0),
+        (
+            [rule("q", {"quiet": "10s"}, min_interval="60s")],
+            [FileChanged("a", 0), Tick(10), FileChanged("b", 65)],
+            75.0,
+        ),
+        (
+            [rule("q", {"quiet": "10s"}, min_interval="60s")],
+            [FileChanged("a", 0), Tick(10), FileChanged("b", 15)],
+            25.0,
+        ),
+    ],
+)
+def test_next_wakeup(rules: list[RuleConfig], facts: list[Fact], expected: float | None) -> None:
+    """next_wakeup is the earliest time a Tick can make a rule fire, None when only facts can."""
+    state, _ = run(rules, facts)
+    assert next_wakeup(rules, state) == expected
+
+
+def test_a_tick_at_next_wakeup_fires_a_held_quiet_rule() -> None:
+    """Ticking at next_wakeup (quiet first, then the interval) fires a held quiet rule when its interval ends."""
+    rules = [rule("q", {"quiet": "10s"}, min_interval="60s")]
+    state, out = run(rules, [FileChanged("a", 0), Tick(10), FileChanged("b", 15)])
+    assert len(out) == 1
+    fired = []
+    for _ in range(3):
+        at = next_wakeup(rules, state)
+        assert at is not None
+        state, requests = step(rules, state, Tick(at))
+        fired += list(requests)
+        if requests:
+            break
+    assert [r.requested_at for r in fired] == [70.0]
+
+
+def test_seq_survives_json_round_trip() -> None:
+    """The state written by to_json and read by from_json continues the seq (and a held trigger)."""
+    rules = [rule("m", {"marker": "_SUCCESS"}, min_interval="60s", tags=["{rule}-{seq}-{marker}"])]
+    state, out = run(rules, [synced("a/_SUCCESS", 0, first_line="one"), synced("b/_SUCCESS", 1, first_line="two")])
+    assert [o[2] for o in out] == [("m-1-one",)]
+    text = state.to_json()
+    restored = RulesState.from_json(text)
+    assert restored == state
+    _, out = run(rules, [Tick(60), synced("c/_SUCCESS", 200, first_line="three")], state=restored)
+    assert [(o[0], o[2], o[3]) for o in out] == [(60, ("m-2-two",), ("b",)), (200, ("m-3-three",), ("c",))]
+
+
+@pytest.mark.parametrize(
+    "text", ["not json", "[]", '{"version": 99, "rules": {}}', '{"version": 1}', '{"version": 1, "rules": {"a": 3}}']
+)
+def test_from_json_refuses_other_text(text: str) -> None:
+    """Text that is not a rules state raises ValueError instead of giving a wrong state."""
+    with pytest.raises(ValueError, match="rules state"):
+        RulesState.from_json(text)
+
+
+def test_resume_keeps_seq_and_restarts_a_changed_schedule() -> None:
+    """After a restart with edited rules, seq continues, a changed trigger restarts its schedule, a new rule
+    starts fresh, and a removed rule's state is kept."""
+    old = [rule("e", {"every": "60s", "always": True}, tags=["{seq}"]), rule("gone", {"files": 1})]
+    state, out = run(old, [Tick(60), Tick(120), synced("x", 121)])
+    assert [o[2] for o in out if o[1] == ("e",)] == [("1",), ("2",)]
+    new = [rule("e", {"every": "1000s", "always": True}, tags=["{seq}"]), rule("fresh", {"quiet": "1s"})]
+    state = resume(new, state, 500.0)
+    assert state.rules["e"].seq == 2
+    assert state.rules["e"].next_at == 1500.0
+    assert state.rules["fresh"].seq == 0
+    assert state.rules["gone"].seq == 1
+    _, out = run(new, [Tick(1499), Tick(1500)], state=state)
+    assert out == [(1500, ("e",), ("3",), ("",))]
+
+
+def test_step_accepts_a_rule_missing_from_the_state() -> None:
+    """A rule added without resume() starts fresh at the fact's time instead of failing."""
+    rules = [rule("f", {"files": 1}, tags=["{seq}"])]
+    _, out = run(rules, [synced("a", 1)], state=RulesState())
+    assert out == [(1, ("f",), ("1",), ("",))]
+
+
+def test_step_is_pure() -> None:
+    """The same state and fact always give the same result, and the input state is left unchanged."""
+    rules = [MARKER, QUIET, FILES3]
+    state, _ = run(rules, [synced("a/x", 1), synced("a/y", 2)])
+    before = state.to_json()
+    fact = synced("a/_SUCCESS", 3, first_line="k")
+    assert step(rules, state, fact) == step(rules, state, fact)
+    assert state.to_json() == before
+
+
+@pytest.mark.parametrize(
+    ("scopes", "expected"),
+    [(("a", "b", "a"), ("a", "b")), (("a", "", "b"), ("",)), (("/a/",), ("a",)), ((), ())],
+)
+def test_normalise_scopes(scopes: tuple[str, ...], expected: tuple[str, ...]) -> None:
+    """Scopes are distinct folder prefixes; the whole dataset swallows the rest."""
+    assert normalise_scopes(scopes) == expected
+
+
+def test_merge_requests() -> None:
+    """Merging requests unions rules, tags and scopes in order and keeps the later request time."""
+    a = SnapshotRequest(rules=("m",), tags=("x", "latest"), scopes=("d1",), requested_at=5)
+    b = SnapshotRequest(rules=("m", "f"), tags=("latest", "y"), scopes=("d2",), requested_at=3)
+    assert a.merge(b) == SnapshotRequest(("m", "f"), ("x", "latest", "y"), ("d1", "d2"), 5)

@@ -1,0 +1,82 @@
+"""Tag templates: placeholders filled in at fire time, results safe for Domino, bad templates refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.api.names import tag_problem
+from agent.rules.templates import check_template, render_tag, render_tags
+
+# 2026-11-25 13:04:05 UTC
+T = 1795611845.0
+
+
+@pytest.mark.parametrize(
+    ("template", "rule", "seq", "now", "marker", "expected"),
+    [
+        ("{rule}-{seq}", "nightly", 3, T, None, "nightly-3"),
+        ("drop-{date}", "r", 1, T, None, "drop-20261125"),
+        ("at-{time}", "r", 1, T, None, "at-130405"),
+        ("{date}T{time}", "r", 1, 0.0, None, "19700101T000000"),
+        ("v{seq:04d}", "r", 7, T, None, "v0007"),
+        ("drop-{marker}", "r", 1, T, "batch-42", "drop-batch-42"),
+        ("drop-{marker}", "r", 1, T, "  Batch 42 / final  ", "drop-Batch-42-final"),
+        ("drop-{marker}", "r", 1, T, None, "drop"),
+        ("drop-{marker}", "r", 1, T, "", "drop"),
+        ("{marker}", "r", 1, T, None, "tag"),
+        ("latest", "r", 9, T, "ignored", "latest"),
+        ("snapshot-{seq}", "r", 1, T, None, "s-snapshot-1"),
+        ("a..b/{rule}", "x y", 1, T, None, "a.b-x-y"),
+        ("{{literal}}-{seq}", "r", 2, T, None, "literal-2"),
+    ],
+)
+def test_render_tag(template: str, rule: str, seq: int, now: float, marker: str | None, expected: str) -> None:
+    """Each placeholder renders as documented (UTC date and time) and the result is a valid tag name."""
+    check_template(template)
+    tag = render_tag(template, rule=rule, seq=seq, now=now, marker=marker)
+    assert tag == expected
+    assert tag_problem(tag) is None
+
+
+@pytest.mark.parametrize(
+    ("template", "fragment"),
+    [
+        ("{nope}", "unknown placeholder {nope}"),
+        ("{}", "unknown placeholder {}"),
+        ("{0}", "unknown placeholder {0}"),
+        ("{rule.upper}", "unknown placeholder"),
+        ("{rule[0]}", "unknown placeholder"),
+        ("{seq!r}", "conversions"),
+        ("{rule", "brace"),
+        ("a}b", "brace"),
+        ("{date:d}", "bad format"),
+        ("{seq:{width}}", "nested"),
+        ("", "empty"),
+        ("   ", "empty"),
+    ],
+)
+def test_check_template_refuses(template: str, fragment: str) -> None:
+    """A template with an unknown placeholder or bad syntax is refused with a message saying why."""
+    with pytest.raises(ValueError) as info:
+        check_template(template)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("template", ["latest", "{rule}", "{seq:03d}", "x-{date}-{time}", "{{x}}", "{marker}"])
+def test_check_template_accepts(template: str) -> None:
+    """Every documented placeholder, format specs and escaped braces pass the check."""
+    assert check_template(template) is None
+
+
+@pytest.mark.parametrize(
+    ("templates", "markers", "expected"),
+    [
+        (("drop-{marker}", "latest"), ("b1", "b2"), ("drop-b1", "drop-b2", "latest")),
+        (("latest", "latest"), (), ("latest",)),
+        (("{rule}-{seq}",), ("a", "b"), ("r-5",)),
+        ((), ("b1",), ()),
+    ],
+)
+def test_render_tags(templates: tuple[str, ...], markers: tuple[str, ...], expected: tuple[str, ...]) -> None:
+    """Several templates render once per marker, without duplicates, in order; no templates give no tags."""
+    assert render_tags(templates, rule="r", seq=5, now=T, markers=markers) == expected
