@@ -117,8 +117,20 @@ class RulesState:
         return json.dumps(data, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> RulesState:
-        """Parse what to_json wrote; raises ValueError when the text is not such a state."""
+    def from_json(cls, text: str, rules: Sequence[RuleConfig] | None = None, now: float | None = None) -> RulesState:
+        """Parse what to_json wrote; raises ValueError when the text is not such a state.
+
+        With `rules` and `now` (after a restart), the state is also fitted to the rules (see `resume`).
+        """
+        state = cls._parse(text)
+        if rules is not None:
+            if now is None:
+                raise ValueError("from_json needs `now` to fit the state to the rules")
+            state = resume(rules, state, now)
+        return state
+
+    @classmethod
+    def _parse(cls, text: str) -> RulesState:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

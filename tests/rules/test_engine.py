@@ -351,6 +351,7 @@ def test_resume_keeps_seq_and_restarts_a_changed_schedule() -> None:
     state, out = run(old, [Tick(60), Tick(120), synced("x", 121)])
     assert [o[2] for o in out if o[1] == ("e",)] == [("1",), ("2",)]
     new = [rule("e", {"every": "1000s", "always": True}, tags=["{seq}"]), rule("fresh", {"quiet": "1s"})]
+    assert RulesState.from_json(state.to_json(), new, 500.0) == resume(new, state, 500.0)
     state = resume(new, state, 500.0)
     assert state.rules["e"].seq == 2
     assert state.rules["e"].next_at == 1500.0

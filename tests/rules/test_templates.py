@@ -65,7 +65,8 @@ def test_check_template_refuses(template: str, fragment: str) -> None:
 @pytest.mark.parametrize("template", ["latest", "{rule}", "{seq:03d}", "x-{date}-{time}", "{{x}}", "{marker}"])
 def test_check_template_accepts(template: str) -> None:
     """Every documented placeholder, format specs and escaped braces pass the check."""
-    assert check_template(template) is None
+    check_template(template)
+    assert render_tag(template, rule="r", seq=1, now=T, marker="m")
 
 
 @pytest.mark.parametrize(
