@@ -1,7 +1,441 @@
-"""Placeholder: commands are added by the module's owner."""
+"""`domino-sync datasets|snapshots|tags|grants ...`: a command for every Datasets API endpoint.
+
+Every command takes `--url` (else DOMINO_API_HOST), `--api-key` (else DOMINO_USER_API_KEY; DOMINO_TOKEN_FILE
+and DOMINO_API_PROXY are honoured too, proxy > token file > key, and an explicit --api-key wins over all of
+them), `--dialect`, `--ca-bundle`, `--timeout`, `--max-attempts` and `--output json|table`.
+A dataset is named by its id (an argument or `--dataset`) or by `--name` (with `--project` where names repeat
+across projects).
+Results are JSON on stdout; errors are one line on stderr (exit 1; 2 for usage errors).
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
 import click
 
-COMMANDS: list[click.Command] = []
+from agent.api import dialects
+from agent.api.client import DatasetsClient
+from agent.api.models import Dataset, Role, Snapshot
+from agent.api.names import dataset_name_problem, tag_problem
+from agent.api.settings import DIALECT_CHOICES, ENV_API_KEY, ENV_API_PROXY, ENV_TOKEN_FILE, ENV_URL, ClientSettings
+from agent.cli.output import OUTPUT_CHOICES, OutputFormat, emit
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """The common options of every API command."""
+
+    url: str | None
+    api_key: str | None
+    dialect: str
+    ca_bundle: Path | None
+    timeout: float
+    max_attempts: int
+    output: OutputFormat
+
+    def __repr__(self) -> str:
+        return f"Connection(url={self.url!r}, dialect={self.dialect!r}, output={self.output!r})"
+
+    def settings(self) -> ClientSettings:
+        env = dict(os.environ)
+        if self.api_key:  # an explicit key wins over every credential of the environment
+            for name in (ENV_TOKEN_FILE, ENV_API_PROXY, ENV_API_KEY):
+                env.pop(name, None)
+        if not (self.url or env.get(ENV_URL)):
+            raise click.UsageError(f"no API URL: give --url or set {ENV_URL}")
+        return ClientSettings.from_env(
+            env,
+            url=self.url,
+            api_key=self.api_key,
+            dialect=self.dialect,
+            ca_bundle=self.ca_bundle,
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+        )
+
+    def run(self, work: Callable[[DatasetsClient], Awaitable[T]]) -> T:
+        """Open a client, do `work` with it, close it."""
+        settings = self.settings()
+
+        async def main() -> T:
+            async with DatasetsClient(settings) as client:
+                return await work(client)
+
+        return anyio.run(main)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRef:
+    """How the user named a dataset: an id, or a name (and project)."""
+
+    dataset_id: str | None
+    name: str | None
+    project: str | None
+
+    def check(self) -> None:
+        if self.dataset_id and self.name:
+            raise click.UsageError("name the dataset by id or by --name, not both")
+        if not self.dataset_id and not self.name:
+            raise click.UsageError("name a dataset: its id (argument or --dataset), or --name with --project")
+
+    async def resolve(self, client: DatasetsClient) -> str:
+        if self.dataset_id:
+            return self.dataset_id
+        assert self.name is not None  # check() ran
+        return (await client.find_dataset(self.name, self.project)).id
+
+
+def api_options(func: F) -> F:
+    """Add the common options and pass them to `func` as its first argument, a Connection."""
+
+    @click.option("--url", metavar="URL", help=f"The Datasets API's base URL (default: ${ENV_URL}).")
+    @click.option(
+        "--api-key", metavar="KEY",
+        help=f"API key sent as X-Domino-Api-Key (default: ${ENV_API_KEY}; ${ENV_API_PROXY} and ${ENV_TOKEN_FILE} "
+        "are used when set, unless this is given).",
+    )  # fmt: skip
+    @click.option(
+        "--dialect", type=click.Choice(DIALECT_CHOICES), default="auto", show_default=True,
+        help="The API's shapes: the seed's, Domino Public API 6.2's, or detected from the answers.",
+    )  # fmt: skip
+    @click.option(
+        "--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="A PEM file of CA certificates to trust (TLS is always verified).",
+    )  # fmt: skip
+    @click.option(
+        "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds per request."
+    )
+    @click.option(
+        "--max-attempts", type=click.IntRange(min=1), default=5, show_default=True,
+        help="Tries per call for calls that are safe to repeat (with backoff and jitter).",
+    )  # fmt: skip
+    @click.option(
+        "--output", "-o", type=click.Choice(OUTPUT_CHOICES), default="json", show_default=True,
+        help="JSON for programs, an aligned table for people.",
+    )  # fmt: skip
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any,
+        url: str | None,
+        api_key: str | None,
+        dialect: str,
+        ca_bundle: Path | None,
+        timeout: float,
+        max_attempts: int,
+        output: OutputFormat,
+        **kwargs: Any,
+    ) -> Any:
+        conn = Connection(url, api_key, dialect, ca_bundle, timeout, max_attempts, output)
+        return func(conn, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def dataset_options(positional: bool) -> Callable[[F], F]:
+    """Add the ways to name a dataset; `positional` adds an optional DATASET_ID argument too."""
+
+    def decorate(func: F) -> F:
+        @click.option("--dataset", "dataset_opt", metavar="ID", help="The dataset's id.")
+        @click.option("--name", metavar="NAME", help="The dataset's name (instead of its id).")
+        @click.option("--project", metavar="PROJECT_ID", help="The project of the dataset named by --name.")
+        @functools.wraps(func)
+        def wrapper(
+            conn: Connection, *args: Any, dataset_opt: str | None, name: str | None, project: str | None, **kw: Any
+        ) -> Any:
+            positional_id = kw.pop("dataset_id", None)
+            if positional_id and dataset_opt and positional_id != dataset_opt:
+                raise click.UsageError("give the dataset id once (argument or --dataset)")
+            ref = DatasetRef(positional_id or dataset_opt, name, project)
+            ref.check()
+            return func(conn, ref, *args, **kw)
+
+        if positional:
+            wrapper = click.argument("dataset_id", required=False, metavar="[DATASET_ID]")(wrapper)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _valid_tag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and (problem := tag_problem(value)):
+        raise click.BadParameter(problem)
+    return value
+
+
+def _valid_role(ctx: click.Context, param: click.Parameter, value: str) -> Role:
+    try:
+        return Role.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _confirm_delete(what: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"refusing to delete {what} without --yes (no terminal to ask on)")
+    click.confirm(f"Delete {what}?", abort=True, err=True)
+
+
+# --- datasets ------------------------------------------------------------------------------------------------
+
+
+@click.group("datasets")
+def datasets() -> None:
+    """List, create, get, update and delete datasets."""
+
+
+@datasets.command("list")
+@click.option("--project", metavar="PROJECT_ID", help="Only the datasets of this project.")
+@click.option("--limit", type=click.IntRange(min=1), help="Print at most this many (default: all).")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many first.")
+@api_options
+def datasets_list(conn: Connection, project: str | None, limit: int | None, offset: int) -> None:
+    """List datasets, paging through all of them."""
+
+    async def work(client: DatasetsClient) -> list[Dataset]:
+        found: list[Dataset] = []
+        at: int | None = offset
+        while at is not None and (limit is None or len(found) < limit):
+            size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(found))
+            page = await client.list_datasets(project, at, size)
+            found.extend(page.items)
+            at = dialects.next_offset(page, at, size)
+        return found[:limit]
+
+    emit(conn.run(work), conn.output)
+
+
+@datasets.command("create")
+@click.argument("name")
+@click.option("--project", metavar="PROJECT_ID", help="The project the dataset belongs to.")
+@click.option("--description", default="", help="What the dataset holds.")
+@api_options
+def datasets_create(conn: Connection, name: str, project: str | None, description: str) -> None:
+    """Create a dataset called NAME."""
+    if problem := dataset_name_problem(name):
+        raise click.BadParameter(problem, param_hint="NAME")
+    emit(conn.run(lambda client: client.create_dataset(name, project, description)), conn.output)
+
+
+@datasets.command("get")
+@api_options
+@dataset_options(positional=True)
+def datasets_get(conn: Connection, ref: DatasetRef) -> None:
+    """Show one dataset."""
+
+    async def work(client: DatasetsClient) -> Dataset:
+        if ref.dataset_id:
+            return await client.get_dataset(ref.dataset_id)
+        assert ref.name is not None  # DatasetRef.check ran
+        return await client.find_dataset(ref.name, ref.project)
+
+    emit(conn.run(work), conn.output)
+
+
+@datasets.command("update")
+@click.option("--new-name", metavar="NAME", help="Rename the dataset.")
+@click.option("--description", help="Replace the description.")
+@api_options
+@dataset_options(positional=True)
+def datasets_update(conn: Connection, ref: DatasetRef, new_name: str | None, description: str | None) -> None:
+    """Rename a dataset or change its description."""
+    if new_name is None and description is None:
+        raise click.UsageError("nothing to change: give --new-name and/or --description")
+    if new_name is not None and (problem := dataset_name_problem(new_name)):
+        raise click.BadParameter(problem, param_hint="--new-name")
+
+    async def work(client: DatasetsClient) -> Dataset:
+        return await client.update_dataset(await ref.resolve(client), new_name, description)
+
+    emit(conn.run(work), conn.output)
+
+
+@datasets.command("delete")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@api_options
+@dataset_options(positional=True)
+def datasets_delete(conn: Connection, ref: DatasetRef, yes: bool) -> None:
+    """Delete a dataset (Domino marks it for deletion)."""
+    _confirm_delete(f"dataset {ref.dataset_id or ref.name}", yes)
+
+    async def work(client: DatasetsClient) -> dict[str, Any]:
+        dataset_id = await ref.resolve(client)
+        await client.delete_dataset(dataset_id)
+        return {"deleted": dataset_id}
+
+    emit(conn.run(work), conn.output)
+
+
+# --- snapshots -----------------------------------------------------------------------------------------------
+
+
+@click.group("snapshots")
+def snapshots() -> None:
+    """List, create and get snapshots of a dataset."""
+
+
+@snapshots.command("list")
+@click.option("--limit", type=click.IntRange(min=1), help="Print at most this many (default: all).")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many first.")
+@api_options
+@dataset_options(positional=True)
+def snapshots_list(conn: Connection, ref: DatasetRef, limit: int | None, offset: int) -> None:
+    """List a dataset's snapshots, paging through all of them."""
+
+    async def work(client: DatasetsClient) -> list[Snapshot]:
+        dataset_id = await ref.resolve(client)
+        found: list[Snapshot] = []
+        at: int | None = offset
+        while at is not None and (limit is None or len(found) < limit):
+            size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(found))
+            page = await client.list_snapshots(dataset_id, at, size)
+            found.extend(page.items)
+            at = dialects.next_offset(page, at, size)
+        return found[:limit]
+
+    emit(conn.run(work), conn.output)
+
+
+@snapshots.command("create")
+@click.option("--tag", callback=_valid_tag, help="Tag the new snapshot.")
+@api_options
+@dataset_options(positional=True)
+def snapshots_create(conn: Connection, ref: DatasetRef, tag: str | None) -> None:
+    """Snapshot a dataset as it is now, optionally tagged."""
+
+    async def work(client: DatasetsClient) -> Snapshot:
+        return await client.create_snapshot(await ref.resolve(client), tag)
+
+    emit(conn.run(work), conn.output)
+
+
+@snapshots.command("get")
+@click.argument("snapshot_id")
+@api_options
+def snapshots_get(conn: Connection, snapshot_id: str) -> None:
+    """Show one snapshot."""
+    emit(conn.run(lambda client: client.get_snapshot(snapshot_id)), conn.output)
+
+
+# --- tags ----------------------------------------------------------------------------------------------------
+
+
+@click.group("tags")
+def tags() -> None:
+    """Point a tag at a snapshot, or remove it."""
+
+
+@tags.command("add")
+@click.argument("tag", callback=_valid_tag)
+@click.option("--snapshot", "snapshot_id", required=True, metavar="SNAPSHOT_ID", help="The snapshot to tag.")
+@click.option("--dataset", "dataset_opt", metavar="ID", help="The dataset's id (default: the snapshot's).")
+@click.option("--name", metavar="NAME", help="The dataset's name (instead of its id).")
+@click.option("--project", metavar="PROJECT_ID", help="The project of the dataset named by --name.")
+@api_options
+def tags_add(
+    conn: Connection, tag: str, snapshot_id: str, dataset_opt: str | None, name: str | None, project: str | None
+) -> None:
+    """Point TAG at a snapshot (moving it if it pointed elsewhere)."""
+    ref = DatasetRef(dataset_opt, name, project)
+    if dataset_opt and name:
+        ref.check()
+
+    async def work(client: DatasetsClient) -> dict[str, Any]:
+        if ref.dataset_id or ref.name:
+            dataset_id = await ref.resolve(client)
+        else:
+            dataset_id = (await client.get_snapshot(snapshot_id, with_tags=False)).dataset_id
+        await client.add_tag(dataset_id, snapshot_id, tag)
+        return {"dataset_id": dataset_id, "snapshot_id": snapshot_id, "tag": tag}
+
+    emit(conn.run(work), conn.output)
+
+
+@tags.command("remove")
+@click.argument("tag")
+@api_options
+@dataset_options(positional=False)
+def tags_remove(conn: Connection, ref: DatasetRef, tag: str) -> None:
+    """Remove TAG from a dataset (the snapshot stays)."""
+
+    async def work(client: DatasetsClient) -> dict[str, Any]:
+        dataset_id = await ref.resolve(client)
+        await client.remove_tag(dataset_id, tag)
+        return {"dataset_id": dataset_id, "removed_tag": tag}
+
+    emit(conn.run(work), conn.output)
+
+
+# --- grants --------------------------------------------------------------------------------------------------
+
+PRINCIPAL_TYPES = click.Choice(["user", "organization"])
+
+
+@click.group("grants")
+def grants() -> None:
+    """List, add and remove who may read, write or administer a dataset."""
+
+
+@grants.command("list")
+@api_options
+@dataset_options(positional=True)
+def grants_list(conn: Connection, ref: DatasetRef) -> None:
+    """List a dataset's grants."""
+
+    async def work(client: DatasetsClient) -> list[Any]:
+        return list(await client.list_grants(await ref.resolve(client)))
+
+    emit(conn.run(work), conn.output)
+
+
+@grants.command("add")
+@click.argument("principal")
+@click.option(
+    "--role", required=True, callback=_valid_role, metavar="read|write|admin",
+    help="read, write or admin (DatasetRwReader/Editor/Owner are accepted too).",
+)  # fmt: skip
+@click.option("--principal-type", type=PRINCIPAL_TYPES, default="user", show_default=True)
+@api_options
+@dataset_options(positional=False)
+def grants_add(conn: Connection, ref: DatasetRef, principal: str, role: Role, principal_type: str) -> None:
+    """Grant PRINCIPAL (a user or organization id) a role on a dataset."""
+
+    async def work(client: DatasetsClient) -> dict[str, Any]:
+        dataset_id = await ref.resolve(client)
+        await client.add_grant(dataset_id, principal, role, principal_type)
+        return {"dataset_id": dataset_id, "principal_id": principal, "principal_type": principal_type, "role": role}
+
+    emit(conn.run(work), conn.output)
+
+
+@grants.command("remove")
+@click.argument("principal")
+@click.option("--principal-type", type=PRINCIPAL_TYPES, default="user", show_default=True)
+@api_options
+@dataset_options(positional=False)
+def grants_remove(conn: Connection, ref: DatasetRef, principal: str, principal_type: str) -> None:
+    """Remove PRINCIPAL's grant from a dataset."""
+
+    async def work(client: DatasetsClient) -> dict[str, Any]:
+        dataset_id = await ref.resolve(client)
+        await client.remove_grant(dataset_id, principal, principal_type)
+        return {"dataset_id": dataset_id, "removed_principal_id": principal, "principal_type": principal_type}
+
+    emit(conn.run(work), conn.output)
+
+
+COMMANDS: list[click.Command] = [datasets, snapshots, tags, grants]
