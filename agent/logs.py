@@ -66,7 +66,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
 
 
 def get_logger(name: str, **context: Any) -> structlog.typing.FilteringBoundLogger:
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name).bind(**context)
+    """A lazy logger: it follows the configuration in force when it logs, not when it was created (module-level
+    loggers are created at import, before `configure_logging` runs)."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name, **context)
     return logger
 
 
