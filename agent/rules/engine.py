@@ -323,6 +323,19 @@ def _counted(rule: RuleConfig, path: str, markers: frozenset[str]) -> bool:
     return path.rpartition("/")[2] not in markers and _glob_ok(rule.glob, path)
 
 
+def check_glob(glob: str) -> None:
+    """Raise ValueError when `glob` is not one usable gitignore-style pattern (for the config layer)."""
+    text = glob.strip()
+    if not text or text.startswith("#"):
+        raise ValueError(f"glob {glob!r} matches nothing: give a pattern such as '*.csv' or 'drops/**'")
+    if text.startswith("!"):
+        raise ValueError(f"glob {glob!r}: a negated pattern alone matches nothing")
+    try:
+        pathspec.GitIgnoreSpec.from_lines([glob])
+    except ValueError as exc:  # pathspec's GitIgnorePatternError is a ValueError
+        raise ValueError(f"glob {glob!r} is not a valid pattern: {exc}") from None
+
+
 def _glob_ok(glob: str | None, path: str) -> bool:
     return glob is None or _matcher(glob)(path)
 

@@ -11,6 +11,7 @@ from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualReques
 from agent.rules.engine import (
     RulesState,
     SnapshotRequest,
+    check_glob,
     initial_state,
     next_wakeup,
     normalise_scopes,
@@ -392,3 +393,26 @@ def test_merge_requests() -> None:
     a = SnapshotRequest(rules=("m",), tags=("x", "latest"), scopes=("d1",), requested_at=5)
     b = SnapshotRequest(rules=("m", "f"), tags=("latest", "y"), scopes=("d2",), requested_at=3)
     assert a.merge(b) == SnapshotRequest(("m", "f"), ("x", "latest", "y"), ("d1", "d2"), 5)
+
+
+@pytest.mark.parametrize(
+    ("glob", "problem"),
+    [
+        ("*.csv", None),
+        ("drops/**", None),
+        ("data/*/part-*", None),
+        ("", "matches nothing"),
+        ("   ", "matches nothing"),
+        ("# comment", "matches nothing"),
+        ("!x", "negated"),
+        ("!", "negated"),
+        ("\\", "not a valid pattern"),
+    ],
+)
+def test_check_glob(glob: str, problem: str | None) -> None:
+    """Usable globs pass; empty, comment, negated and invalid patterns are refused with the reason."""
+    if problem is None:
+        check_glob(glob)
+    else:
+        with pytest.raises(ValueError, match=problem):
+            check_glob(glob)
