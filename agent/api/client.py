@@ -4,9 +4,10 @@
         dataset = await client.find_dataset("training-data", "project-456")
         snapshot = await client.create_snapshot(dataset.id, tag="drop-20261125")
 
-Every call goes through one `RequestLimiter` (token bucket + concurrency cap, paused for everyone by a 429),
-has a per-request timeout, and is retried with exponential backoff and jitter (`agent.backoff`) when that is
-safe. Which calls are repeated, and why:
+This module holds the endpoints and the dialect logic; `agent.api.transport` carries the calls out. Every call
+goes through one `RequestLimiter` (token bucket + concurrency cap, paused for everyone by a 429), has a
+per-request timeout, and is retried with exponential backoff and jitter (`agent.backoff`) when that is safe.
+Which calls are repeated, and why:
 
 - Connection errors, timeouts and 408/429/500/502/503/504 are retried for calls that are safe to repeat:
   GET, PATCH and DELETE (their effect is the same however often they land), `POST .../tags` (pointing a tag
@@ -24,52 +25,34 @@ safe. Which calls are repeated, and why:
   until then. When the server asks for longer than `backoff_cap`, the error is raised at once (it carries
   `retry_after`) so the caller can park the work instead of holding a connection slot.
 
+In the domino dialect a tagged snapshot takes two calls (create, then tag). If the tag call fails for good, the
+error is raised and `api.snapshot_untagged` is logged with the snapshot id; the snapshot exists, untagged.
+
 Errors are `agent.errors.ApiError` subclasses whose messages name the method, the path and what the server
 said; keys and tokens never appear in them (they are registered with the log scrubber and redacted).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-import aiohttp
-from yarl import URL
-
-from agent import __version__
 from agent.api import dialects
-from agent.api.auth import Credentials, credentials_for
 from agent.api.limiter import RequestLimiter
 from agent.api.models import Dataset, Dialect, Grant, Page, Role, Snapshot
 from agent.api.settings import ClientSettings
-from agent.backoff import backoff_delay, parse_retry_after
-from agent.errors import (
-    ApiError,
-    AuthenticationError,
-    BadRequestError,
-    ConfigError,
-    ConflictError,
-    NetworkError,
-    NotFoundError,
-    PermissionDeniedError,
-    ProtocolError,
-    RateLimitedError,
-    ServerError,
-)
-from agent.logs import get_logger, redact
+from agent.api.transport import Observer, Transport
+from agent.errors import ApiError, ConflictError, NotFoundError, PermissionDeniedError, ProtocolError
+from agent.logs import get_logger
 
 __all__ = ["ClientSettings", "DatasetsClient", "Observer"]
 
 log = get_logger("agent.api.client")
 
 T = TypeVar("T")
-Observer = Callable[[str, str, str, float], None]
 
 V2_DATASETS = "/api/datasetrw/v2/datasets"
 DATASETS = "/api/datasetrw/v1/datasets"
@@ -79,8 +62,6 @@ SNAPSHOT = "/api/datasetrw/v1/snapshots/{snapshotId}"
 TAGS = DATASET + "/tags"
 TAG = TAGS + "/{tagName}"
 GRANTS = DATASET + "/grants"
-
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class DatasetsClient:
@@ -99,39 +80,26 @@ class DatasetsClient:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._observer = observer
-        self._wall_clock = wall_clock
-        self._base = str(URL(settings.url))
+        self._transport = Transport(settings, observer, wall_clock)
         self._dialect: Dialect | None = None if settings.dialect == "auto" else Dialect(settings.dialect)
-        self._credentials: Credentials = credentials_for(settings)
-        self._limiter = RequestLimiter(settings.requests_per_second, settings.burst, settings.max_concurrency)
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
-        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         known = self._dialect.value if self._dialect else "unknown"
-        return f"DatasetsClient(url={self._base!r}, dialect={known!r}, credential={self._credentials.kind!r})"
+        kind = self._transport.credentials.kind
+        return f"DatasetsClient(url={self._transport.base!r}, dialect={known!r}, credential={kind!r})"
 
     @property
     def limiter(self) -> RequestLimiter:
-        return self._limiter
+        """The token bucket, pause and concurrency cap every call of this client goes through."""
+        return self._transport.limiter
 
     @property
     def known_dialect(self) -> Dialect | None:
         """The dialect if configured or already detected, without asking the server."""
         return self._dialect
 
-    # --- lifecycle -------------------------------------------------------------------------------------------
-
     async def __aenter__(self) -> DatasetsClient:
-        if self._session is not None:
-            raise RuntimeError("DatasetsClient is already open")
-        connector = aiohttp.TCPConnector(ssl=_ssl_context(self.settings), limit=self.settings.max_concurrency + 2)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            headers={"User-Agent": f"domino-sync/{__version__}", "Accept": "application/json"},
-        )
+        await self._transport.open()
         return self
 
     async def __aexit__(
@@ -140,9 +108,7 @@ class DatasetsClient:
         await self.close()
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await asyncio.shield(session.close())
+        await self._transport.close()
 
     # --- datasets --------------------------------------------------------------------------------------------
 
@@ -324,116 +290,14 @@ class DatasetsClient:
         json_body: Any = None,
         safe: bool = True,
     ) -> Any:
-        """Send one logical call (retrying as the module docstring says) and return its decoded JSON body
-        (None for an empty answer). `safe` is False for POSTs that must not be repeated blindly."""
-        session = self._session
-        if session is None:
-            raise RuntimeError("use `async with DatasetsClient(...)` before calling the API")
-        path = path or route
-        url = URL(self._base + path, encoded=True)
-        loop = asyncio.get_running_loop()
-        attempt = 0
-        renewed = False
-        while True:
-            attempt += 1
-            auth = await self._credentials.headers(session)
-            failure: BaseException | None = None
-            sent = True
-            status, text, reason, retry_header = 0, "", "", None
-            async with self._limiter.slot():
-                started = loop.time()
-                try:
-                    async with session.request(method, url, params=params, json=json_body, headers=auth) as resp:
-                        raw = await resp.read()
-                        status, reason = resp.status, resp.reason or ""
-                        retry_header = resp.headers.get("Retry-After")
-                        text = raw.decode("utf-8", errors="replace")
-                except aiohttp.ClientConnectorError as exc:
-                    failure, sent = exc, False
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    failure = exc
-                seconds = loop.time() - started
-            outcome = "network" if failure is not None else ("ok" if 200 <= status < 300 else str(status))
-            self._observe(method, route, outcome, seconds)
-            log.debug("api.request", method=method, route=route, outcome=outcome, ms=round(seconds * 1000, 1))
-
-            retry_after: float | None = None
-            if failure is not None:
-                error: ApiError = NetworkError(method, path, None, self._describe(failure))
-                retry = (safe or not sent) and not isinstance(failure, aiohttp.ClientSSLError)
-            elif 200 <= status < 300:
-                return self._decode(method, path, status, text)
-            else:
-                if status == 401 and not renewed:
-                    renewed = True
-                    if await self._credentials.refresh(session, auth):
-                        attempt -= 1
-                        continue
-                retry_after = parse_retry_after(retry_header, self._wall_clock())
-                message = redact(dialects.error_message(text)) or reason or "no reason given"
-                error = _error_for(method, path, status, message, retry_after)
-                retry = status in RETRY_STATUSES and (safe or status == 429)
-            delay = backoff_delay(
-                attempt, base=self.settings.backoff_base, cap=self.settings.backoff_cap, retry_after=retry_after
-            )
-            if status == 429:
-                self._limiter.pause(delay)
-            if not retry or attempt >= self.settings.max_attempts:
-                raise error
-            if retry_after is not None and retry_after > self.settings.backoff_cap:
-                raise error
-            log.info("api.retry", method=method, route=route, outcome=outcome, attempt=attempt, delay=round(delay, 3))
-            await asyncio.sleep(delay)
-
-    def _decode(self, method: str, path: str, status: int, text: str) -> Any:
-        if status == 204 or not text.strip():
-            return None
-        try:
-            body = json.loads(text)
-        except ValueError:
-            shown = redact(" ".join(text.split()))[:80]
-            raise ProtocolError(method, path, status, f"the answer is not JSON: {shown!r}") from None
-        if self._dialect is None:
+        """One call through the transport; the first answer whose shape says so fixes the dialect."""
+        body = await self._transport.call(method, route, path or route, params=params, json_body=json_body, safe=safe)
+        if self._dialect is None and body is not None:
             found = dialects.detect(body)
             if found is not None:
                 self._dialect = found
                 log.info("api.dialect_detected", dialect=found.value)
         return body
-
-    def _describe(self, failure: BaseException) -> str:
-        if isinstance(failure, TimeoutError) and not str(failure):
-            return f"no answer within {self.settings.timeout:g}s"
-        detail = redact(str(failure))
-        name = failure.__class__.__name__
-        return f"{name}: {detail}" if detail else name
-
-    def _observe(self, method: str, route: str, outcome: str, seconds: float) -> None:
-        if self._observer is None:
-            return
-        try:
-            self._observer(method, route, outcome, seconds)
-        except Exception as exc:  # a broken metrics hook must not break API calls
-            log.warning("api.observer_failed", error=exc)
-
-
-def _error_for(method: str, path: str, status: int, message: str, retry_after: float | None) -> ApiError:
-    if status in (400, 422):
-        return BadRequestError(method, path, status, message)
-    if status == 401:
-        return AuthenticationError(method, path, status, message)
-    if status == 403:
-        return PermissionDeniedError(method, path, status, message)
-    if status == 404:
-        return NotFoundError(method, path, status, message)
-    if status == 409:
-        return ConflictError(method, path, status, message)
-    if status == 429:
-        return RateLimitedError(method, path, status, message, retry_after)
-    if status >= 500:
-        return ServerError(method, path, status, message, retry_after)
-    if status == 408:
-        return NetworkError(method, path, status, message)
-    return ProtocolError(method, path, status, f"unexpected answer: {message}")
 
 
 def _path(route: str, **ids: str) -> str:
@@ -445,15 +309,3 @@ def _parse(method: str, path: str, parse: Callable[..., T], *args: Any) -> T:
         return parse(*args)
     except dialects.ShapeError as exc:
         raise ProtocolError(method, path, None, f"unexpected answer: {exc}") from None
-
-
-def _ssl_context(settings: ClientSettings) -> ssl.SSLContext | bool:
-    """Verification is always on; a CA bundle adds trusted roots (a private CA)."""
-    if settings.ca_bundle is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(settings.ca_bundle))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            "ca_bundle", str(settings.ca_bundle), f"a readable PEM file of CA certificates ({exc})"
-        ) from None

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import ClientResponse
 from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
@@ -44,7 +45,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
 
 
 @pytest.fixture
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[..., Result]]:
     """Run `domino-sync ARGS` in this process with exactly `env` for the DOMINO_* variables."""
 
     def run(*args: str, env: Mapping[str, str] | None = None) -> Result:
@@ -62,4 +63,5 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
-    return run
+    yield run
+    structlog.reset_defaults()  # main() pointed structlog at this test's captured stderr, which is closing

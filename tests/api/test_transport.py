@@ -1,4 +1,4 @@
-"""DatasetsClient resilience: which calls repeat and which don't, Retry-After, error mapping, credentials."""
+"""The transport under DatasetsClient: which calls repeat and which don't, Retry-After, errors, credentials."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from aioresponses import aioresponses
 from agent.api.client import DatasetsClient
 from agent.api.models import Role
 from agent.api.settings import ClientSettings
+from agent.api.transport import Attempt, may_repeat
 from agent.errors import (
     ApiError,
     AuthenticationError,
@@ -45,6 +46,30 @@ def refused() -> aiohttp.ClientConnectorError:
     """The connection was never made: the request was certainly not sent."""
     key = SimpleNamespace(host="api.test", port=80, ssl=True)
     return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))  # type: ignore[arg-type]
+
+
+# --- the repeat rule (pure) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attempt", "safe", "expected"),
+    [
+        (Attempt(status=503), True, True),
+        (Attempt(status=503), False, False),
+        (Attempt(status=429), False, True),
+        (Attempt(status=408), True, True),
+        (Attempt(status=501), True, False),
+        (Attempt(status=404), True, False),
+        (Attempt(failure=TimeoutError()), True, True),
+        (Attempt(failure=TimeoutError()), False, False),
+        (Attempt(failure=refused(), sent=False), False, True),
+        (Attempt(failure=aiohttp.ServerDisconnectedError()), False, False),
+        (Attempt(failure=aiohttp.ClientSSLError(SimpleNamespace(), OSError("cert")), sent=False), True, False),  # type: ignore[arg-type]
+    ],
+)
+def test_may_repeat(attempt: Attempt, safe: bool, expected: bool) -> None:
+    """Safe calls repeat on transient failures; unsafe ones only on 429 or an unsent request; TLS never."""
+    assert may_repeat(attempt, safe) is expected
 
 
 # --- error mapping -------------------------------------------------------------------------------------------
