@@ -220,6 +220,24 @@ class RuleConfig(_Model):
             raise ValueError(expected)
         return _WHEN_KEYS[triggers[0]].model_validate(value)
 
+    @field_validator("tags")
+    @classmethod
+    def _tag_templates(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
+        from agent.rules.templates import check_template
+
+        for template in tags:
+            check_template(template)
+        return tags
+
+    @field_validator("glob")
+    @classmethod
+    def _usable_glob(cls, glob: str | None) -> str | None:
+        from agent.rules.engine import check_glob  # imported here: the engine imports this module
+
+        if glob is not None:
+            check_glob(glob)
+        return glob
+
 
 class ServerConfig(_Model):
     listen: str = "127.0.0.1:9464"

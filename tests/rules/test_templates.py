@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.api.names import tag_problem
+from agent.config import parse_config
+from agent.errors import ConfigError
 from agent.rules.templates import check_template, render_tag, render_tags
 
 # 2026-11-25 13:04:05 UTC
@@ -81,3 +83,24 @@ def test_check_template_accepts(template: str) -> None:
 def test_render_tags(templates: tuple[str, ...], markers: tuple[str, ...], expected: tuple[str, ...]) -> None:
     """Several templates render once per marker, without duplicates, in order; no templates give no tags."""
     assert render_tags(templates, rule="r", seq=5, now=T, markers=markers) == expected
+
+
+@pytest.mark.parametrize(
+    ("rule", "key", "fragment"),
+    [
+        ({"tags": ["ok", "{nope}"]}, "rules[0].tags", "unknown placeholder {nope}"),
+        ({"tags": ["{seq"]}, "rules[0].tags", "brace"),
+        ({"glob": "!x"}, "rules[0].glob", "negated"),
+    ],
+)
+def test_config_refuses_bad_templates_and_globs(rule: dict[str, object], key: str, fragment: str) -> None:
+    """A rule's bad tag template or glob is a ConfigError at load naming the key and the reason."""
+    doc = {
+        "source": {"path": "in"},
+        "dataset": {"name": "d"},
+        "rules": [{"name": "r", "when": {"manual": True}, **rule}],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc, env={})
+    assert info.value.key == key
+    assert fragment in str(info.value)
