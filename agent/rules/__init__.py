@@ -1,0 +1,1 @@
+"""Rules: the pure engine (facts -> snapshot requests), tag templates and schedules."""
