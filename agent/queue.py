@@ -102,9 +102,10 @@ class TaskQueue:
 
     # --- the synchronous API --------------------------------------------------------------------------
 
-    def submit(self, request: SnapshotRequest) -> int:
-        """Queue a snapshot (on disk before this returns); joins a job not yet sent. Returns the job id."""
-        job_id, joined = self._store.submit(request, self._clock())
+    def submit(self, request: SnapshotRequest, *, rules_state: str | None = None) -> int:
+        """Queue a snapshot (on disk before this returns); joins a job not yet sent. Returns the job id.
+        `rules_state`, when given, is persisted in the same transaction."""
+        job_id, joined = self._store.submit(request, self._clock(), rules_state)
         self._emit("queue.joined" if joined else "queue.submitted", job_id=job_id, tags=list(request.tags))
         self._poke()
         return job_id

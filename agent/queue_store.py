@@ -139,9 +139,16 @@ class QueueStore:
 
     # --- jobs -------------------------------------------------------------------------------------------
 
-    def submit(self, request: SnapshotRequest, now: float) -> tuple[int, bool]:
-        """Join the newest waiting job or add one. Returns (job id, joined)."""
+    def submit(self, request: SnapshotRequest, now: float, rules_state: str | None = None) -> tuple[int, bool]:
+        """Join the newest waiting job or add one. Returns (job id, joined). `rules_state` (the rules engine's
+        state after the fire) is saved in the same transaction, so a crash never keeps one without the other."""
         with self._tx(immediate=True) as conn:
+            if rules_state is not None:
+                conn.execute(
+                    "INSERT INTO rules_state (id, json, updated_at) VALUES (1, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at",
+                    (rules_state, now),
+                )
             row = conn.execute(
                 "SELECT * FROM queue_jobs WHERE state = ? ORDER BY id DESC LIMIT 1", (WAITING,)
             ).fetchone()
