@@ -124,13 +124,16 @@ def counting_middleware(stats: Stats, clock: Callable[[], float] = time.monotoni
         route = route_key(request)
         started = clock()
         stats.arrived(route, started)
-        status = 500
+        status = 499  # what is counted when the handler is cancelled (the server stopping mid-request)
         try:
             response = await handler(request)
             status = response.status
             return response
         except web.HTTPException as exc:
             status = exc.status
+            raise
+        except Exception:
+            status = 500
             raise
         finally:
             stats.finished(status)

@@ -97,11 +97,13 @@ class Folders:
             if not source.is_dir():
                 raise MountError(f"snapshot folder {source} is missing")
             temp = self.root / f".{name}.seed-{secrets.token_hex(4)}"
-            _copy_tree(source, temp)
-            _set_modes(temp, FILE_MODE_RW, DIR_MODE_RW)
-            for entry in temp.iterdir():
-                entry.rename(target / entry.name)
-            temp.rmdir()
+            try:
+                _copy_tree(source, temp)
+                _set_modes(temp, FILE_MODE_RW, DIR_MODE_RW)
+                for entry in temp.iterdir():
+                    entry.rename(target / entry.name)
+            finally:
+                _remove_tree(temp)
 
     def point_tag(self, name: str, tag: str, snapshot_id: str) -> None:
         """Make `<name>@<tag>` resolve to the snapshot folder, replacing an older link atomically."""

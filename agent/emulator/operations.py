@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -176,7 +177,7 @@ class Operations:
 
             return await self._thread(work)
 
-    def _paths(self, record: DatasetRecord, name: str) -> list[Any]:
+    def _paths(self, record: DatasetRecord, name: str) -> list[Path]:
         return [self._folders.snapshot_path(name, sid) for sid in record.snapshot_ids] + [
             self._folders.tag_path(name, tag) for tag in record.tags
         ]

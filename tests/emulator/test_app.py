@@ -6,7 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
+from structlog.testing import capture_logs
+
 from agent.emulator import RunningEmulator
+from agent.emulator.operations import Operations
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 DATASET_ID = re.compile(r"^dataset-[0-9a-f]{12}$")
@@ -244,3 +248,22 @@ async def test_stats_route_needs_no_key(emulator: RunningEmulator, connect: Any)
     reply = await connect(emulator, None).get("/__emulator__/stats")
     assert reply.status == 200 and reply.body == emulator.stats()
     assert reply.body["by_route"] == {"GET /api/datasetrw/v1/datasets": 1}
+
+
+async def test_unexpected_errors_are_logged_500s_in_dialect(
+    emulator: RunningEmulator, connect: Any, errors: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception in an operation is answered 500 in the dialect's shape with no traceback or
+    detail, and logged once as emulator.unexpected; no log event carries a key."""
+
+    async def boom(*_: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Operations, "get_dataset", boom)
+    with capture_logs() as logs:
+        reply = await connect(emulator).get("/datasets/dataset-000000000000")
+        assert (await connect(emulator).get("/datasets")).status == 200
+    message = errors.seed(reply, 500, "internal_error")
+    assert "boom" not in message and "Traceback" not in message and reply.headers["X-Request-Id"] in message
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["emulator.unexpected"]
+    assert not any(key in repr(event) for event in logs for key in emulator.keys.values())

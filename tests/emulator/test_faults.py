@@ -52,7 +52,8 @@ async def test_fail_rate_one_fails_everything_without_effect(emulator_factory: A
         if reply.status == 503:
             assert reply.headers["Retry-After"] == "1"
     assert not list(emu.mount_root.iterdir())
-    assert emu.stats()["injected_failures"] == 20
+    stats = await connect(emu, None).get("/__emulator__/stats")
+    assert stats.status == 200 and stats.body["injected_failures"] == 20 and stats.body["requests_total"] == 20
 
 
 async def test_fail_rate_half_fails_about_half(emulator_factory: Any, connect: Any) -> None:
