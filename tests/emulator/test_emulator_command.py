@@ -88,6 +88,26 @@ def test_default_user_key_is_printed_and_works(tmp_path: Path) -> None:
         assert stop(proc, signal.SIGTERM) == 0
 
 
+def test_fault_flags_take_effect(tmp_path: Path) -> None:
+    """--fail-rate, --latency-ms and --rate-limit reach the server: at fail rate 1 and 1 rps the first call is an
+    injected 5xx, the next one (inside the second) a 429, each at least 100 ms late; the stats show both."""
+    proc, line = start("--data-dir", str(tmp_path), "--fail-rate", "1", "--latency-ms", "100", "--rate-limit", "1")
+    try:
+        match = BANNER.match(line)
+        assert match, line
+        url = match.group(1) + "/api/datasetrw/v2/datasets"
+        started = time.monotonic()
+        first = requests.get(url, timeout=10)
+        second = requests.get(url, timeout=10)
+        assert time.monotonic() - started >= 0.2
+        assert first.status_code in (500, 503) and second.status_code == 429
+        assert int(second.headers["Retry-After"]) >= 1
+        stats = requests.get(match.group(1) + "/__emulator__/stats", timeout=10).json()
+        assert stats["injected_failures"] == 1 and stats["responses_429"] == 1
+    finally:
+        assert stop(proc, signal.SIGTERM) == 0
+
+
 @pytest.mark.parametrize(
     "args",
     [
