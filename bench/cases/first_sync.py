@@ -1,0 +1,111 @@
+"""First sync: copy a generated tree into an empty folder with `domino-sync once`, `rsync -a` and `cp -a`.
+
+Every round each tool gets a fresh destination (and domino-sync a fresh state folder), in an order that
+rotates round by round; the page cache is dropped before each command when root allows it. Timed: the command
+from start to exit. Also reported: the same plus a `sync` afterwards (until the bytes are on disk: domino-sync
+fsyncs every file, rsync and cp leave dirty pages to the kernel)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.context import Context
+from bench.emulator import PROJECT
+from bench.machine import drop_page_cache, flush
+from bench.measure import MeasureError, require_ok, rotate, timed_command
+from bench.procs import once_command, write_config
+from bench.profiling import record_command, render_file
+from bench.report import Row, comparison_row, mib
+from bench.trees import TreeSpec, check_copy, ensure_tree, fresh_dir, remove
+
+NAME = "first-sync"
+DOMINO = "domino-sync"
+
+
+def spec_for(ctx: Context) -> TreeSpec:
+    s = ctx.sizes
+    return TreeSpec(
+        NAME, s.first_small_files, s.first_small_dirs, s.first_small_size, s.first_big_files, s.first_big_size
+    )
+
+
+def run(ctx: Context) -> list[Row]:
+    spec = spec_for(ctx)
+    ctx.say(f"first sync: preparing {spec.label()}")
+    src = ensure_tree(ctx.trees, spec)
+    dst = ctx.path(NAME, "dst")
+    state = ctx.path(NAME, "state")
+    log = ctx.path("logs", f"{NAME}.log")
+    config = write_config(
+        ctx.path(NAME, "config.yaml"),
+        source=src,
+        mount=dst,
+        state_dir=state,
+        url=ctx.emulator.url,
+        key=ctx.emulator.key,
+        dataset={"name": "bench-first-sync", "project_id": PROJECT, "create": True},
+    )
+    commands = {
+        DOMINO: once_command(config),
+        "rsync": ["rsync", "-a", f"{src}/", f"{dst}/"],
+        "cp": ["cp", "-a", f"{src}/.", f"{dst}/"],
+    }
+    plain: dict[str, list[float]] = {tool: [] for tool in commands}
+    durable: dict[str, list[float]] = {tool: [] for tool in commands}
+    errors: dict[str, str] = {}
+    peak: list[int] = []
+    for round_no in range(ctx.rounds):
+        for tool in rotate(list(commands), round_no):
+            if tool in errors:
+                continue
+            fresh_dir(dst)
+            remove(state)
+            _settle_disk(ctx)
+            result = timed_command(commands[tool], log)
+            try:
+                took = require_ok(result, tool, log)
+            except MeasureError as exc:
+                errors[tool] = str(exc)
+                ctx.say(f"first sync: {tool} failed: {exc}")
+                continue
+            written = flush()
+            problem = check_copy(dst, spec)
+            if problem:
+                errors[tool] = f"wrong copy: {problem}"
+                continue
+            plain[tool].append(took)
+            durable[tool].append(took + written)
+            if tool == DOMINO:
+                peak.append(result.max_rss)
+            ctx.say(f"first sync round {round_no + 1}: {tool} {took:.2f} s (+ sync {written:.2f} s)")
+    if ctx.profile and DOMINO not in errors:
+        _profile(ctx, commands[DOMINO], dst, state, log)
+    remove(dst)
+    remove(state)
+    gib = spec.bytes / 2**30
+    extra = f"{spec.files:,} files, {gib:.2f} GiB"
+    if peak:
+        extra += f"; domino-sync peak RSS {mib(max(peak))}"
+    label = f"First sync ({spec.label()})"
+    return [
+        comparison_row(label, plain, errors, max_ratio=0.8, extra_note=extra),
+        comparison_row("First sync, until on disk (command + sync)", durable, errors, max_ratio=None),
+    ]
+
+
+def _settle_disk(ctx: Context) -> None:
+    """Start each command from the same place: nothing dirty, and (when allowed) a cold page cache."""
+    if not (ctx.drop_caches and drop_page_cache()):
+        flush()
+
+
+def _profile(ctx: Context, command: list[str], dst: Path, state: Path, log: Path) -> None:
+    fresh_dir(dst)
+    remove(state)
+    _settle_disk(ctx)
+    output = ctx.path("profiles", f"{NAME}.txt")
+    ctx.say("first sync: profiling one more domino-sync run with py-spy")
+    result = timed_command(record_command(output, command), log)
+    ctx.profiles.append(
+        (f"first sync, `domino-sync once` ({result.seconds:.1f} s)", render_file(output, result.seconds))
+    )
