@@ -8,16 +8,42 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import structlog
+from aiohttp import ClientResponse
+from aioresponses import core as aioresponses_core
 
 from agent.api.models import Dialect
 from agent.emulator import EmulatorOptions, RunningEmulator, running_emulator
+
+
+class _CompatResponse(ClientResponse):
+    """aioresponses 0.7.9 builds responses without the `stream_writer` aiohttp 3.14 requires
+    (pnuckowski/aioresponses#289); default it."""
+
+    def __init__(self, *args: Any, stream_writer: Any = None, **kwargs: Any) -> None:
+        writer: Any = stream_writer or SimpleNamespace(output_size=0)
+        super().__init__(*args, stream_writer=writer, **kwargs)
+
+
+if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
+    aioresponses_core.ClientResponse = _CompatResponse  # type: ignore[misc]
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """A test that ran main() leaves structlog writing to its captured (soon closed) stderr: reset it."""
+    yield
+    structlog.reset_defaults()
+
 
 USERS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}
 EmulatorFactory = Callable[..., Awaitable[RunningEmulator]]

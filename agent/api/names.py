@@ -24,7 +24,7 @@ def dataset_name_problem(name: str) -> str | None:
         return f"name must be at most {MAX_NAME} characters"
     if "/" in name or "\\" in name or ".." in name or "@" in name:
         return "name must not contain '/', '\\\\', '..' or '@'"
-    if not DATASET_NAME_RE.match(name) or name != name.strip():
+    if not DATASET_NAME_RE.fullmatch(name) or name != name.strip():
         return "name may hold letters, digits, '.', '_', '-' and inner spaces, starting with a letter or digit"
     return None
 
@@ -37,7 +37,7 @@ def tag_problem(tag: str) -> str | None:
         return f"tag name must be at most {MAX_TAG} characters"
     if ".." in tag:
         return "tag name must not contain '..'"
-    if not TAG_RE.match(tag):
+    if not TAG_RE.fullmatch(tag):
         return "tag name may hold letters, digits, '.', '_' and '-', starting with a letter or digit"
     if tag.startswith(SNAPSHOT_ID_PREFIX):
         return f"tag name must not start with {SNAPSHOT_ID_PREFIX!r} (it would shadow a snapshot id)"

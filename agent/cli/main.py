@@ -46,13 +46,15 @@ for _module in (api_commands, emulator_command, agent_commands):
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and turn AgentErrors into one line and an exit code."""
     try:
-        cli.main(args=argv, prog_name="domino-sync", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="domino-sync", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        fail(f"{exc.format_message()}{hint}", exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        fail(exc.format_message(), exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except ConfigError as exc:
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(exc, 1)
     except KeyboardInterrupt:
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 def fail(exc: BaseException | str, code: int) -> Any:

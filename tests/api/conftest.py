@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse, web
+from aiohttp import web
 from aioresponses import aioresponses
-from aioresponses import core as aioresponses_core
 from yarl import URL
 
 from agent.api.settings import ClientSettings
@@ -32,20 +29,9 @@ FAST: dict[str, Any] = {
 }
 
 
-class _CompatResponse(ClientResponse):
-    """aioresponses 0.7.9 builds responses without the `stream_writer` aiohttp 3.14 requires
-    (pnuckowski/aioresponses#289); default it."""
-
-    def __init__(self, *args: Any, stream_writer: Any = None, **kwargs: Any) -> None:
-        writer: Any = stream_writer or SimpleNamespace(output_size=0)
-        super().__init__(*args, stream_writer=writer, **kwargs)
-
-
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
+def api() -> Iterator[aioresponses]:
     """The mocked API; requests to 127.0.0.1 (the token proxy) pass through to real servers."""
-    if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
-        monkeypatch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
     with aioresponses(passthrough=["http://127.0.0.1"]) as mocked:
         yield mocked
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import structlog
-from aiohttp import ClientResponse
 from aioresponses import aioresponses
-from aioresponses import core as aioresponses_core
 
 from agent.cli.main import main
 
@@ -26,20 +21,9 @@ class Result:
     err: str
 
 
-class _CompatResponse(ClientResponse):
-    """aioresponses 0.7.9 builds responses without the `stream_writer` aiohttp 3.14 requires
-    (pnuckowski/aioresponses#289); default it."""
-
-    def __init__(self, *args: Any, stream_writer: Any = None, **kwargs: Any) -> None:
-        writer: Any = stream_writer or SimpleNamespace(output_size=0)
-        super().__init__(*args, stream_writer=writer, **kwargs)
-
-
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
+def api() -> Iterator[aioresponses]:
     """A mocked Datasets API for the commands' handling of arguments and output."""
-    if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
-        monkeypatch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
     with aioresponses(passthrough=["http://127.0.0.1"]) as mocked:
         yield mocked
 
