@@ -1,7 +1,152 @@
-"""Placeholder: commands are added by the module's owner."""
+"""The agent's own commands: run, once, check, status, snapshot, retry."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
 import click
 
-COMMANDS: list[click.Command] = []
+from agent.config import Config, load_config
+from agent.errors import AgentError
+from agent.logs import configure_logging
+
+CONFIG_OPTION = click.option(
+    "--config", "-c", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="The YAML configuration file.",
+)  # fmt: skip
+
+
+def _load(ctx: click.Context, path: Path) -> Config:
+    config = load_config(path)
+    obj = ctx.find_root().obj or {}
+    configure_logging(obj.get("log_level") or config.log.level, obj.get("log_format") or config.log.format)
+    return config
+
+
+@click.command()
+@CONFIG_OPTION
+@click.pass_context
+def run(ctx: click.Context, config_path: Path) -> None:
+    """Run the agent: watch the source, sync into the mount, snapshot when rules fire.
+
+    Stops cleanly on SIGTERM or SIGINT (finishing copies and API calls in flight).
+    """
+    config = _load(ctx, config_path)
+    from agent.daemon import Agent
+
+    code = anyio.run(Agent(config).run)
+    sys.exit(code)
+
+
+@click.command()
+@CONFIG_OPTION
+@click.option("--dry-run", is_flag=True, help="Print what would be copied, deleted and snapshotted; change nothing.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds to wait for the queue to drain.")
+@click.pass_context
+def once(ctx: click.Context, config_path: Path, dry_run: bool, timeout: float) -> None:
+    """Sync everything pending, apply the rules, drain the queue, then exit.
+
+    Exit 0 when everything was done, 1 when something could not be (the summary on stdout says what).
+    """
+    config = _load(ctx, config_path)
+    from agent.daemon import Agent
+
+    agent = Agent(config)
+    if dry_run:
+        from agent.dryrun import dry_run as run_dry
+
+        summary = anyio.run(run_dry, agent)
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    code, summary = anyio.run(lambda: agent.once(drain_timeout=timeout))
+    click.echo(json.dumps(summary, indent=2, default=str))
+    sys.exit(code)
+
+
+@click.command()
+@CONFIG_OPTION
+@click.pass_context
+def check(ctx: click.Context, config_path: Path) -> None:
+    """Validate the config and reach the API, the dataset and the mount.
+
+    Exit 0 when all is well, 1 with the reason when something is unreachable, 2 for an invalid config.
+    """
+    config = _load(ctx, config_path)
+    from agent.checks import run_checks
+
+    results = anyio.run(run_checks, config)
+    failed = False
+    for name, ok, detail in results:
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        failed = failed or not ok
+    sys.exit(1 if failed else 0)
+
+
+def _agent_url(config: Config) -> str:
+    host = config.server.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a listen address, read to reach the agent locally
+        host = "127.0.0.1"
+    return f"http://{host}:{config.server.port}"
+
+
+async def _call_agent(config: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    url = _agent_url(config) + path
+    timeout = aiohttp.ClientTimeout(total=10)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.request(method, url, json=body) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status >= 400:
+                raise AgentError(f"{method} {url}: HTTP {resp.status}: {data.get('error', data)}")
+            return data
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise AgentError(
+            f"no agent answers at {_agent_url(config)} ({exc.__class__.__name__}); is `domino-sync run` running "
+            "with this config?"
+        ) from None
+
+
+@click.command()
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.pass_context
+def status(ctx: click.Context, config_path: Path, as_json: bool) -> None:
+    """Show the running agent's status: scan, pending files, queue, dead letters, last snapshot."""
+    from agent.cli.status_view import render_status
+
+    config = _load(ctx, config_path)
+    data = anyio.run(_call_agent, config, "GET", "/status")
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        render_status(data, sys.stdout)
+
+
+@click.command()
+@CONFIG_OPTION
+@click.option("--tag", "tags", multiple=True, help="A tag for the snapshot (repeatable).")
+@click.pass_context
+def snapshot(ctx: click.Context, config_path: Path, tags: tuple[str, ...]) -> None:
+    """Ask the running agent for a snapshot now (once every pending file is in the mount)."""
+    config = _load(ctx, config_path)
+    data = anyio.run(_call_agent, config, "POST", "/snapshot", {"tags": list(tags)})
+    click.echo(json.dumps(data))
+
+
+@click.command()
+@CONFIG_OPTION
+@click.option("--id", "job_id", type=int, default=None, help="One dead letter's id (default: all of them).")
+@click.pass_context
+def retry(ctx: click.Context, config_path: Path, job_id: int | None) -> None:
+    """Requeue dead letters (jobs parked after failing) in the running agent."""
+    config = _load(ctx, config_path)
+    body = {} if job_id is None else {"id": job_id}
+    data = anyio.run(_call_agent, config, "POST", "/dead-letters/retry", body)
+    click.echo(json.dumps(data))
+
+
+COMMANDS: list[click.Command] = [run, once, check, status, snapshot, retry]

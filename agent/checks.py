@@ -1,0 +1,86 @@
+"""`domino-sync check`: reach everything the agent needs and say what is wrong, without changing anything."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from agent.config import Config
+from agent.errors import AgentError, NotFoundError
+
+CheckResult = tuple[str, bool, str]
+
+
+def _writable_folder(path: Path) -> tuple[bool, str]:
+    if not path.exists():
+        return False, f"{path} does not exist"
+    if not path.is_dir():
+        return False, f"{path} is not a folder"
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".domino-sync-check-"):
+            pass
+    except OSError as exc:
+        return False, f"{path} is not writable ({exc.strerror})"
+    return True, str(path)
+
+
+async def run_checks(config: Config) -> list[CheckResult]:
+    """Each check as (name, ok, detail), in the order a person would fix them."""
+    from agent.daemon import Agent
+
+    results: list[CheckResult] = [("config", True, "valid")]
+    source = config.source.path
+    if source.is_dir() and os.access(source, os.R_OK | os.X_OK):
+        results.append(("source", True, str(source)))
+    else:
+        results.append(("source", False, f"{source} is not a readable folder"))
+    agent = Agent(config)
+    try:
+        async with agent._endpoint() as endpoint:
+            from agent.api.client import DatasetsClient
+
+            async with DatasetsClient(endpoint.settings) as client:
+                try:
+                    dialect = await client.dialect()
+                    results.append(("api", True, f"{endpoint.url} answers ({dialect.value} dialect)"))
+                except AgentError as exc:
+                    results.append(("api", False, str(exc)))
+                    return results
+                name = config.dataset.name
+                try:
+                    if config.dataset.id:
+                        dataset = await client.get_dataset(config.dataset.id)
+                    else:
+                        assert name is not None
+                        dataset = await client.find_dataset(name, config.dataset.project_id)
+                    results.append(("dataset", True, f"{dataset.name} ({dataset.id})"))
+                    name = dataset.name
+                except NotFoundError as exc:
+                    if config.dataset.create and not config.dataset.id:
+                        results.append(("dataset", True, f"{name} does not exist yet; it will be created"))
+                    else:
+                        results.append(("dataset", False, str(exc)))
+                except AgentError as exc:
+                    results.append(("dataset", False, str(exc)))
+                try:
+                    mount = agent._mount_for(endpoint, name or "")
+                except AgentError as exc:
+                    results.append(("mount", False, str(exc)))
+                else:
+                    if endpoint.mount_root is not None and not mount.exists():
+                        results.append(("mount", True, f"{mount} will be created with the dataset"))
+                    else:
+                        ok, detail = _writable_folder(mount)
+                        results.append(("mount", ok, detail))
+    except AgentError as exc:
+        results.append(("api", False, str(exc)))
+    state = config.state_dir
+    if state.exists():
+        ok, detail = _writable_folder(state)
+        results.append(("state_dir", ok, detail))
+    else:
+        parent = next((p for p in state.parents if p.exists()), Path("/"))
+        ok = os.access(parent, os.W_OK)
+        results.append(("state_dir", ok, f"{state} will be created" if ok else f"cannot create {state}"))
+    return results

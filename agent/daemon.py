@@ -1,0 +1,418 @@
+"""The agent: wires the sync engine, the rules engine, the durable queue, the API client and the HTTP server
+into one anyio task group.
+
+    run()   daemon mode: start scan, watch, settle, copy, fire rules, send snapshots; SIGTERM/SIGINT drain
+    once()  burst mode: scan, sync everything pending, apply rules, drain the queue, return an exit code
+
+Facts flow one way: the sync engine reports them to `on_fact`, the pure rules engine turns them into snapshot
+requests, the queue persists and sends them once `covered()` says every file they cover is in the mount.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from agent.api.client import ClientSettings, DatasetsClient
+from agent.api.models import Dataset, Dialect
+from agent.bootstrap import bootstrap
+from agent.config import Config, MarkerWhen
+from agent.errors import AgentError, ApiError, ConfigError
+from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualRequest, Tick
+from agent.logs import get_logger, register_secret
+from agent.metrics import Metrics
+from agent.queue import TaskQueue
+from agent.rules.engine import RulesState, SnapshotRequest, initial_state, next_wakeup, step
+from agent.server import serving
+from agent.sync.engine import SyncEngine, SyncReport
+
+log = get_logger("agent.daemon")
+
+EMBEDDED = "embedded"
+BOOTSTRAP_RETRY_CAP = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the API is and how to reach it, once the embedded emulator (if any) runs."""
+
+    url: str
+    settings: ClientSettings
+    mount_root: Path | None  # the embedded emulator's mount root; None for a real server
+
+
+def resolve_url(config: Config, env: Mapping[str, str]) -> str:
+    """domino.url, else DOMINO_API_HOST, else the embedded emulator."""
+    return config.domino.url or env.get("DOMINO_API_HOST") or EMBEDDED
+
+
+class Agent:
+    """One running agent. Build it from a validated Config; call `run()` or `once()`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        listen_port: int | None = None,
+    ) -> None:
+        self.config = config
+        self.env = os.environ if env is None else env
+        self.clock = clock
+        self.metrics = Metrics()
+        self.listen_port = config.server.port if listen_port is None else listen_port
+        self.bound_port: int | None = None
+        self.dataset: Dataset | None = None
+        self.engine: SyncEngine | None = None
+        self.queue: TaskQueue | None = None
+        self.client: DatasetsClient | None = None
+        self.mount: Path | None = None
+        self.rules = config.rules
+        self.rules_state: RulesState = initial_state(self.rules, clock())
+        self._rules_dirty = False
+        self._first_seen: dict[str, float] = {}
+        self._alive = True
+        self._stopping = False
+        self._bootstrap_problem = "starting"
+        self._scan_wanted_at: float | None = None
+        self.last_error: str | None = None
+        self._markers = frozenset(r.when.marker for r in self.rules if isinstance(r.when, MarkerWhen))
+
+    # ---------------------------------------------------------------- assembly
+
+    @asynccontextmanager
+    async def _endpoint(self) -> AsyncIterator[Endpoint]:
+        url = resolve_url(self.config, self.env)
+        if url != EMBEDDED:
+            settings = ClientSettings.from_config(self.config.domino, url)
+            yield Endpoint(url=url, settings=settings, mount_root=None)
+            return
+        from agent.emulator import EmulatorOptions, running_emulator
+
+        emu_cfg = self.config.domino.emulator
+        options = EmulatorOptions(
+            data_dir=emu_cfg.data_dir,
+            mount_root=emu_cfg.mount_root,
+            dialect=emu_cfg.dialect,
+        )
+        async with running_emulator(options) as emu:
+            register_secret(emu.default_key)
+            log.info("agent.embedded_emulator", url=emu.url, mount_root=str(emu.mount_root))
+            domino = self.config.domino.model_copy(
+                update={"api_key": emu.default_key, "token_file": None, "api_proxy": None}
+            )
+            yield Endpoint(url=emu.url, settings=ClientSettings.from_config(domino, emu.url), mount_root=emu.mount_root)
+
+    def _mount_for(self, endpoint: Endpoint, dataset_name: str) -> Path:
+        if self.config.dataset.mount is not None:
+            return self.config.dataset.mount
+        if endpoint.mount_root is not None:
+            return endpoint.mount_root / dataset_name
+        raise ConfigError("dataset.mount", None, "the dataset's read-write mount path, such as /mnt/data/<name>")
+
+    @asynccontextmanager
+    async def _assembled(self, *, retry_bootstrap: bool) -> AsyncIterator[None]:
+        """Everything but the long-running loops: endpoint, client, dataset, engine, queue."""
+        async with AsyncExitStack() as stack:
+            endpoint = await stack.enter_async_context(self._endpoint())
+            client = await stack.enter_async_context(
+                DatasetsClient(endpoint.settings, observer=self.metrics.observe_api)
+            )
+            self.client = client
+            self.dataset = await self._bootstrap(client, retry=retry_bootstrap)
+            self.mount = self._mount_for(endpoint, self.dataset.name)
+            state_dir = self.config.state_dir
+            try:
+                state_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    "state_dir", str(state_dir), f"a folder the agent can create and write ({exc.strerror})"
+                ) from None
+            self.engine = SyncEngine(
+                self.config.source,
+                self.mount,
+                state_dir,
+                on_fact=self.on_fact,
+                marker_names=self._markers,
+                clock=self.clock,
+            )
+            stack.push_async_callback(self._close_engine)
+            self.queue = TaskQueue(
+                state_dir / "state.db",
+                client,
+                self.dataset.id,
+                covered=self.covered,
+                clock=self.clock,
+                on_event=self._on_queue_event,
+            )
+            stack.callback(self._close_queue)
+            saved = self.queue.load_rules_state()
+            if saved:
+                self.rules_state = RulesState.from_json(saved, self.rules, self.clock())
+            self.metrics.bind_gauges(
+                queue_depth=lambda: float(self._queue_status().get("depth", 0)),
+                dead_letters=lambda: float(len(self._queue_status().get("dead_letters", []))),
+                pending_files=lambda: float(len(self.engine.pending()) if self.engine else 0),
+                ready=lambda: 1.0 if self.readiness()[0] else 0.0,
+            )
+            log.info(
+                "agent.started",
+                dataset_id=self.dataset.id,
+                dataset=self.dataset.name,
+                mount=str(self.mount),
+                source=str(self.config.source.path),
+                api=endpoint.url,
+                rules=[r.name for r in self.rules],
+            )
+            yield
+
+    async def _close_engine(self) -> None:
+        if self.engine is not None:
+            await self.engine.aclose()
+
+    def _close_queue(self) -> None:
+        if self.queue is not None:
+            self._flush_rules_state()
+            self.queue.close()
+
+    async def _bootstrap(self, client: DatasetsClient, *, retry: bool) -> Dataset:
+        attempt = 0
+        while True:
+            try:
+                dataset = await bootstrap(client, self.config.dataset)
+                self._bootstrap_problem = ""
+                return dataset
+            except ApiError as exc:
+                self._note_error("bootstrap", exc)
+                self._bootstrap_problem = f"API: {exc}"
+                if not retry or not exc.retryable:
+                    raise
+                attempt += 1
+                delay = min(BOOTSTRAP_RETRY_CAP, 0.5 * 2**attempt)
+                log.warning("agent.bootstrap_retry", error=str(exc), retry_in=delay)
+                await anyio.sleep(delay)
+
+    # ---------------------------------------------------------------- facts and rules
+
+    def on_fact(self, fact: Fact) -> None:
+        """Feed one fact to metrics and the rules engine; hand the resulting requests to the queue."""
+        if isinstance(fact, FileChanged):
+            self._first_seen.setdefault(fact.path, fact.at)
+        elif isinstance(fact, FileSynced):
+            self.metrics.files_synced.inc()
+            self.metrics.bytes_synced.inc(fact.size)
+            first = self._first_seen.pop(fact.path, None)
+            if first is not None:
+                self.metrics.drop_to_mount.observe(max(0.0, fact.at - first))
+        elif isinstance(fact, FileDeleted):
+            self.metrics.files_deleted.inc()
+            self._first_seen.pop(fact.path, None)
+        new_state, requests = step(self.rules, self.rules_state, fact)
+        if new_state is not self.rules_state:
+            self.rules_state = new_state
+            self._rules_dirty = True
+        for request in requests:
+            self._submit(request)
+
+    def _submit(self, request: SnapshotRequest) -> int:
+        if self.queue is None:
+            raise AgentError("the agent is not ready to take snapshot requests yet")
+        # the rules state (the rule's seq, its reset counters) and the job are stored in one transaction
+        job = self.queue.submit(request, rules_state=self.rules_state.to_json())
+        self._rules_dirty = False
+        for rule in request.rules:
+            self.metrics.rule_fires.labels(rule).inc()
+        log.info(
+            "rules.fired", rules=list(request.rules), tags=list(request.tags), scopes=list(request.scopes), job=job
+        )
+        return job
+
+    def _flush_rules_state(self) -> None:
+        if self._rules_dirty and self.queue is not None:
+            self.queue.save_rules_state(self.rules_state.to_json())
+            self._rules_dirty = False
+
+    def covered(self, request: SnapshotRequest) -> bool:
+        """True when no file under the request's scopes, changed before it was requested, is still pending.
+
+        A manual request also waits for a full scan started after it, so that files written just before the
+        request (which the watcher may not have reported yet) are in the snapshot too.
+        """
+        if self.engine is None:
+            return False
+        cutoff = request.requested_at
+        if self._scan_wanted_at is not None:
+            scanned = self.engine.status().get("last_scan_at")
+            if scanned is None or scanned < self._scan_wanted_at:
+                return False
+            cutoff = max(cutoff, scanned + 0.001)
+        for path, first_seen in self.engine.pending().items():
+            if first_seen > cutoff:
+                continue
+            for scope in request.scopes:
+                if scope == "" or path == scope or path.startswith(scope + "/"):
+                    return False
+        return True
+
+    def _on_queue_event(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "queue.snapshot_created":
+            self.metrics.snapshots.inc()
+        elif event == "queue.tagged":
+            self.metrics.tags.inc()
+        elif event == "queue.dead_letter":
+            self.metrics.errors.labels("dead_letter").inc()
+            self.last_error = f"dead letter: {fields.get('error', '')}"
+        elif event == "queue.retry":
+            self.metrics.errors.labels("api_retry").inc()
+
+    def _note_error(self, kind: str, exc: BaseException) -> None:
+        self.metrics.errors.labels(kind).inc()
+        self.last_error = f"{kind}: {exc}"
+
+    # ---------------------------------------------------------------- the HTTP server's view
+
+    def is_alive(self) -> bool:
+        return self._alive
+
+    def readiness(self) -> tuple[bool, str]:
+        if self._stopping:
+            return False, "stopping"
+        if self._bootstrap_problem:
+            return False, self._bootstrap_problem
+        if self.engine is None:
+            return False, "starting"
+        if not self.engine.ready:
+            problem = self.engine.status().get("mount_problem")
+            return False, f"mount: {problem}" if problem else "first scan not finished"
+        return True, "ok"
+
+    def _queue_status(self) -> dict[str, Any]:
+        return self.queue.status() if self.queue is not None else {}
+
+    def status(self) -> dict[str, Any]:
+        ready, reason = self.readiness()
+        return {
+            "ready": ready,
+            "reason": reason,
+            "dataset": {"id": self.dataset.id, "name": self.dataset.name} if self.dataset else None,
+            "mount": str(self.mount) if self.mount else None,
+            "source": str(self.config.source.path),
+            "sync": self.engine.status() if self.engine else None,
+            "queue": self._queue_status(),
+            "rules": [r.name for r in self.rules],
+            "last_error": self.last_error,
+        }
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.render()
+
+    def request_snapshot(self, tags: Sequence[str]) -> int:
+        """A manual snapshot: goes through the rules engine so manual rules add their tags too."""
+        fact = ManualRequest(at=self.clock(), tags=tuple(tags))
+        self._scan_wanted_at = fact.at
+        if self.engine is not None:
+            self.engine.request_scan()
+        new_state, requests = step(self.rules, self.rules_state, fact)
+        self.rules_state, self._rules_dirty = new_state, True
+        if not requests:
+            requests = (SnapshotRequest(rules=("manual",), tags=tuple(tags), scopes=("",), requested_at=fact.at),)
+        return [self._submit(r) for r in requests][-1]
+
+    def retry_dead(self, job_id: int | None) -> int:
+        return self.queue.retry_dead(job_id) if self.queue is not None else 0
+
+    # ---------------------------------------------------------------- modes
+
+    async def run(self) -> int:
+        """Daemon mode until SIGTERM or SIGINT; returns the exit code (0 after a clean drain)."""
+        async with self._assembled(retry_bootstrap=True), anyio.create_task_group() as tg:
+            assert self.engine is not None and self.queue is not None
+            if self.config.server.enabled:
+                self.bound_port = await self._start_server(tg)
+            tg.start_soon(self._watch_signals, tg)
+            tg.start_soon(self.queue.run)
+            tg.start_soon(self._ticker)
+            self._engine_scope = anyio.CancelScope()
+            tg.start_soon(self._run_engine)
+        return 0
+
+    async def _run_engine(self) -> None:
+        assert self.engine is not None
+        with self._engine_scope:
+            await self.engine.run()
+
+    async def _start_server(self, tg: anyio.abc.TaskGroup) -> int:
+        ready = anyio.Event()
+        port_box: list[int] = []
+
+        async def serve() -> None:
+            async with serving(self, self.config.server.host, self.listen_port) as port:
+                port_box.append(port)
+                ready.set()
+                await anyio.sleep_forever()
+
+        tg.start_soon(serve)
+        await ready.wait()
+        return port_box[0]
+
+    async def _ticker(self) -> None:
+        while True:
+            now = self.clock()
+            self.on_fact(Tick(now))
+            self._flush_rules_state()
+            wake = next_wakeup(self.rules, self.rules_state)
+            delay = 1.0 if wake is None else min(1.0, max(0.02, wake - now))
+            await anyio.sleep(delay)
+
+    async def _watch_signals(self, tg: anyio.abc.TaskGroup) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("agent.stopping", signal=signal.Signals(signum).name, timeout=self.config.shutdown_timeout)
+                await self.shutdown(tg)
+                return
+
+    async def shutdown(self, tg: anyio.abc.TaskGroup) -> None:
+        """Stop taking work, let copies and API calls in flight finish (up to shutdown_timeout), persist."""
+        self._stopping = True
+        self._engine_scope.cancel()  # copies running in threads finish before the cancellation lands
+        with anyio.move_on_after(self.config.shutdown_timeout):
+            while self._queue_status().get("in_flight", 0):  # noqa: ASYNC110 - the queue exposes no event
+                await anyio.sleep(0.05)
+        self._flush_rules_state()
+        self._alive = False
+        tg.cancel_scope.cancel()
+        log.info("agent.stopped")
+
+    async def once(self, *, drain_timeout: float | None = None) -> tuple[int, dict[str, Any]]:
+        """Burst mode: sync everything pending, apply the rules, drain the queue. Returns (exit code, summary)."""
+        async with self._assembled(retry_bootstrap=False):
+            assert self.engine is not None and self.queue is not None
+            report: SyncReport = await self.engine.sync_once()
+            self.on_fact(Tick(self.clock()))
+            self._flush_rules_state()
+            drained = await self.queue.drain(timeout=drain_timeout)
+            summary = {
+                "copied": report.copied,
+                "bytes": report.bytes,
+                "deleted": report.deleted,
+                "skipped": report.skipped,
+                "failed": [{"path": p, "error": e} for p, e in report.failed],
+                "refused_delete": report.refused_delete,
+                "mount_problem": report.mount_problem,
+                "queue": self._queue_status(),
+            }
+            code = 0 if report.ok and drained else 1
+            return code, summary
+
+
+def dialect_of(value: str) -> Dialect | None:
+    return None if value == "auto" else Dialect(value)

@@ -1,0 +1,136 @@
+"""The whole agent end to end: real emulator over a real socket, real folders, each trigger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+from e2e_support import DATASET, api_client, running_agent, tree, wait_for_async, write
+
+from agent.api.models import Snapshot
+
+
+async def snapshots_of(emu: Any) -> list[Snapshot]:
+    async with api_client(emu) as client:
+        dataset = await client.find_dataset(DATASET, None)
+        return [s async for s in client.iter_snapshots(dataset.id)]
+
+
+async def tags_of(emu: Any) -> dict[str, str]:
+    async with api_client(emu) as client:
+        dataset = await client.find_dataset(DATASET, None)
+        tags: dict[str, str] = {}
+        async for snap in client.iter_snapshots(dataset.id):
+            for tag in snap.tags:
+                tags[tag] = snap.id
+        tags.update(dataset.tags)
+        return tags
+
+
+async def test_marker_drop_becomes_one_tagged_snapshot(emulator: Any, make_cfg: Any) -> None:
+    """Files then a _SUCCESS marker give one snapshot holding every file, with the rendered tags."""
+    cfg = make_cfg(
+        emulator,
+        rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["drop-{seq}", "latest", "{marker}"]}],
+    )
+    async with running_agent(cfg):
+        src = cfg.source.path
+        for i in range(20):
+            write(src, f"batch/part-{i:03}.csv", f"row,{i}\n" * 50)
+        write(src, "batch/_SUCCESS", "run-42\nmore\n")
+        await wait_for_async(lambda: _has_tags(emulator, {"drop-1", "latest", "run-42"}), 30, "tagged snapshot")
+    snaps = await snapshots_of(emulator)
+    assert len(snaps) == 1
+    frozen = tree(emulator.mount_root / f"{DATASET}@latest")
+    assert frozen == tree(src)
+    assert len(frozen) == 21
+
+
+async def _has_tags(emu: Any, wanted: set[str]) -> bool:
+    return wanted <= set(await tags_of(emu))
+
+
+async def test_files_and_bytes_triggers(emulator: Any, make_cfg: Any) -> None:
+    """A files: 5 rule fires after five synced files; a bytes rule after enough bytes."""
+    cfg = make_cfg(
+        emulator,
+        rules=[
+            {"name": "five", "when": {"files": 5}, "tags": ["five-{seq}"]},
+            {"name": "big", "when": {"bytes": "64KiB"}, "glob": "*.bin", "tags": ["big-{seq}"]},
+        ],
+    )
+    async with running_agent(cfg):
+        src = cfg.source.path
+        for i in range(5):
+            write(src, f"f{i}.txt", "x")
+        await wait_for_async(lambda: _has_tags(emulator, {"five-1"}), 30, "files trigger")
+        write(src, "blob.bin", b"\0" * 70_000)
+        await wait_for_async(lambda: _has_tags(emulator, {"big-1"}), 30, "bytes trigger")
+
+
+async def test_quiet_trigger(emulator: Any, make_cfg: Any) -> None:
+    """A quiet: 500ms rule fires once the folder has been still for half a second after changes."""
+    cfg = make_cfg(emulator, rules=[{"name": "calm", "when": {"quiet": "500ms"}, "tags": ["calm-{seq}"]}])
+    async with running_agent(cfg):
+        write(cfg.source.path, "a.txt", "a")
+        write(cfg.source.path, "b.txt", "b")
+        await wait_for_async(lambda: _has_tags(emulator, {"calm-1"}), 30, "quiet trigger")
+        await anyio.sleep(1.0)
+    assert len(await snapshots_of(emulator)) == 1
+
+
+async def test_every_trigger_only_after_changes(emulator: Any, make_cfg: Any) -> None:
+    """An every: 1s rule snapshots after a change, and not again while nothing changes."""
+    cfg = make_cfg(emulator, rules=[{"name": "tick", "when": {"every": "1s"}, "tags": ["tick-{seq}"]}])
+    async with running_agent(cfg):
+        write(cfg.source.path, "a.txt", "a")
+        await wait_for_async(lambda: _has_tags(emulator, {"tick-1"}), 30, "every trigger")
+        await anyio.sleep(2.5)
+    assert len(await snapshots_of(emulator)) == 1
+
+
+async def test_cron_trigger_with_always(emulator: Any, make_cfg: Any) -> None:
+    """A per-second cron rule with always: true snapshots even with no change."""
+    cfg = make_cfg(
+        emulator, rules=[{"name": "c", "when": {"cron": "* * * * * *", "always": True}, "tags": ["c-{seq}"]}]
+    )
+    async with running_agent(cfg):
+        await wait_for_async(lambda: _has_tags(emulator, {"c-2"}), 30, "two cron fires")
+
+
+async def test_manual_snapshot_over_http(emulator: Any, make_cfg: Any) -> None:
+    """POST /snapshot on the agent's server creates a snapshot with the given tags."""
+    cfg = make_cfg(emulator)
+    async with running_agent(cfg) as agent:
+        write(cfg.source.path, "a.txt", "a")
+        url = f"http://127.0.0.1:{agent.bound_port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url + "/snapshot", json={"tags": ["by-hand"]}) as resp:
+                assert resp.status == 202
+            await wait_for_async(lambda: _has_tags(emulator, {"by-hand"}), 30, "manual snapshot")
+            async with http.get(url + "/status") as resp:
+                status = await resp.json()
+            async with http.get(url + "/metrics") as resp:
+                metrics = await resp.text()
+    assert status["ready"] is True
+    assert status["dataset"]["name"] == DATASET
+    assert "domino_sync_snapshots_total 1.0" in metrics
+    assert tree(emulator.mount_root / f"{DATASET}@by-hand") == {"a.txt": b"a"}
+
+
+async def test_once_syncs_fires_and_drains(emulator: Any, make_cfg: Any, tmp_path: Path) -> None:
+    """`once` copies everything, fires the marker rule, waits for the snapshot and returns 0."""
+    from agent.daemon import Agent
+
+    cfg = make_cfg(emulator, rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["once"]}])
+    for i in range(10):
+        write(cfg.source.path, f"d/{i}.txt", str(i))
+    write(cfg.source.path, "d/_SUCCESS", "")
+    code, summary = await Agent(cfg, env={}).once(drain_timeout=60)
+    assert code == 0, json.dumps(summary)
+    assert summary["copied"] == 11
+    assert await _has_tags(emulator, {"once"})
+    assert tree(emulator.mount_root / DATASET) == tree(cfg.source.path)

@@ -1,0 +1,90 @@
+"""Invalid configs: every agent command prints one line naming the key, exits 2, and shows no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli.main import main
+
+INVALID = {
+    "unknown top-level key": ("sorce: {path: x}\nsource: {path: x}\ndataset: {name: d}\n", "sorce"),
+    "unknown source key": ("source: {path: x, setle: 2s}\ndataset: {name: d}\n", "source.setle"),
+    "missing source": ("dataset: {name: d}\n", "source"),
+    "missing source.path": ("source: {settle: 2s}\ndataset: {name: d}\n", "source.path"),
+    "bad settle": ("source: {path: x, settle: soon}\ndataset: {name: d}\n", "source.settle"),
+    "negative rescan": ("source: {path: x, rescan: -5s}\ndataset: {name: d}\n", "source.rescan"),
+    "bad delete mode": ("source: {path: x, delete: maybe}\ndataset: {name: d}\n", "source.delete"),
+    "bad max_delete": ("source: {path: x, max_delete: 200%}\ndataset: {name: d}\n", "source.max_delete"),
+    "ignore not a list": ("source: {path: x, ignore: 5}\ndataset: {name: d}\n", "source.ignore"),
+    "dataset unnamed": ("source: {path: x}\ndataset: {create: true}\n", "dataset"),
+    "bad grant role": (
+        "source: {path: x}\ndataset: {name: d, grants: [{principal: b, role: x}]}\n",
+        "dataset.grants[0].role",
+    ),
+    "bad url": ("source: {path: x}\ndataset: {name: d}\ndomino: {url: 'ftp://h'}\n", "domino.url"),
+    "bad rate": (
+        "source: {path: x}\ndataset: {name: d}\ndomino: {requests_per_second: 0}\n",
+        "domino.requests_per_second",
+    ),
+    "bad burst": ("source: {path: x}\ndataset: {name: d}\ndomino: {burst: many}\n", "domino.burst"),
+    "bad dialect": ("source: {path: x}\ndataset: {name: d}\ndomino: {dialect: klingon}\n", "domino.dialect"),
+    "bad listen": ("source: {path: x}\ndataset: {name: d}\nserver: {listen: nowhere}\n", "server.listen"),
+    "bad shutdown": ("source: {path: x}\ndataset: {name: d}\nshutdown_timeout: later\n", "shutdown_timeout"),
+    "rule without when": ("source: {path: x}\ndataset: {name: d}\nrules: [{name: r}]\n", "rules[0].when"),
+    "rule two triggers": (
+        "source: {path: x}\ndataset: {name: d}\nrules: [{name: r, when: {files: 2, quiet: 1s}}]\n",
+        "rules[0].when",
+    ),
+    "rule bad cron": ("source: {path: x}\ndataset: {name: d}\nrules: [{name: r, when: {cron: 'every day'}}]\n", "cron"),
+    "rule bad bytes": ("source: {path: x}\ndataset: {name: d}\nrules: [{name: r, when: {bytes: huge}}]\n", "bytes"),
+    "duplicate rule names": (
+        "source: {path: x}\ndataset: {name: d}\nrules: [{name: r, when: {files: 1}}, {name: r, when: {files: 2}}]\n",
+        "rules",
+    ),
+    "yaml syntax": ("source: [path: x\n", "--config"),
+    "not a mapping": ("- just\n- a list\n", "top level"),
+    "bad log level": ("source: {path: x}\ndataset: {name: d}\nlog: {level: chatty}\n", "log.level"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+@pytest.mark.parametrize("command", ["run", "once", "check"])
+def test_invalid_config_is_one_line_and_exit_2(
+    case: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each invalid config gives exit code 2 and one stderr line that names the offending key."""
+    text, key = INVALID[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert key in err
+    assert "Traceback" not in err
+
+
+def test_a_real_process_shows_no_traceback(tmp_path: Path) -> None:
+    """Run as a process, an invalid config ends with exit 2, one line, no traceback."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("source: {path: x, settle: soon}\ndataset: {name: d}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "domino-sync: error: config: source.settle: got 'soon', expected a duration such as 200ms, 2s, 10m or 1h"
+    ]
+
+
+def test_missing_config_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config path that does not exist is a usage-level error: exit 2 naming --config."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["once", "--config", str(tmp_path / "missing.yaml")])
+    assert exit_info.value.code == 2
+    assert "--config" in capsys.readouterr().err

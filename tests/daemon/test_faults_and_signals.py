@@ -1,0 +1,78 @@
+"""The agent under API faults and rate limits, and its clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from e2e_support import DATASET, make_config, running_agent, tree, wait_for_async, write
+
+from agent.emulator import EmulatorOptions, EmulatorThread
+
+
+async def test_every_action_completes_through_faults_and_within_the_rate(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    """With 30% of calls failing and a server rate limit, every drop still gets its tags, and the server never
+    sees more than rate + burst requests in any second."""
+    emu = await emulator_factory(fail_rate=0.3, rate_limit=6)
+    cfg = make_config(
+        emu,
+        tmp_path,
+        domino={"url": emu.url, "api_key": emu.keys["alice"], "requests_per_second": 4, "burst": 2},
+        rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["{marker}"]}],
+    )
+    async with running_agent(cfg):
+        for n in range(4):
+            for i in range(5):
+                write(cfg.source.path, f"d{n}/{i}.txt", f"{n}-{i}")
+            write(cfg.source.path, f"d{n}/_SUCCESS", f"drop-{n}")
+
+        async def all_tagged() -> bool:  # read the tag paths, not the API: the server counts every request
+            tags = {p.name.split("@", 1)[1] for p in emu.mount_root.glob(f"{DATASET}@*") if p.is_symlink()}
+            return {f"drop-{n}" for n in range(4)} <= tags
+
+        await wait_for_async(all_tagged, 90, "all four drops tagged")
+    stats = emu.stats()
+    assert stats["max_requests_in_any_1s"] <= 4 + 2
+    assert tree(emu.mount_root / DATASET) == tree(cfg.source.path)
+
+
+def test_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
+    """SIGTERM to `domino-sync run` finishes work in flight and exits 0; the files are in the mount."""
+    with EmulatorThread(EmulatorOptions(data_dir=tmp_path / "emu", users={"alice": "key-alice"})) as emu:
+        cfg = make_config(emu, tmp_path)
+        doc = cfg.model_dump(mode="json")
+        doc["domino"].pop("api_key")
+        doc["rules"] = [{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["t"]}]
+        path = tmp_path / "agent.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        env = {**os.environ, "DOMINO_USER_API_KEY": "key-alice"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for i in range(30):
+                write(cfg.source.path, f"f{i}.txt", "x" * 1000)
+            deadline = time.monotonic() + 30
+            while len(tree(emu.mount_root / DATASET)) < 30 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err[-2000:]
+        assert "agent.stopped" in err
+        assert "Traceback" not in err
+        assert len(tree(emu.mount_root / DATASET)) == 30
