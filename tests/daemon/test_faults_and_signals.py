@@ -68,7 +68,7 @@ def test_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
             while len(tree(emu.mount_root / DATASET)) < 30 and time.monotonic() < deadline:
                 time.sleep(0.1)
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=30)
+            _out, err = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
