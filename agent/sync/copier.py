@@ -1,0 +1,542 @@
+# String paths and os.* calls on purpose: a Path object per file costs too much on 100k-file trees.
+# ruff: noqa: PTH101, PTH102, PTH105, PTH106, PTH108, PTH112, PTH114, PTH116, PTH120
+"""Atomic copies into the mount. Blocking: one `Copier.run(jobs)` call per batch, in a worker thread.
+
+For each file: open the source, check it is still what settled, write a hidden temp file next to the target
+(`.<name>.domino-sync-<hex>.tmp`) with the bytes streamed by the kernel (`copy_file_range`, else `sendfile`,
+else a 1 MiB buffer loop: never the whole file in memory), set mode and mtime, stat the source again (a
+change of size, mtime, ctime, inode or mode means it was written during the copy: the temp is discarded and
+the file settles again), make the data durable, `os.replace` over the target, make the folder durable.
+
+Durability per batch: with four or more small files, one `syncfs()` of the mount before the renames and one
+after replaces an fsync per file and per folder (20,000 tiny files must not cost 40,000 fsyncs); otherwise
+each temp file is fsynced before its rename and each touched folder after. A result is "done" only after the
+second barrier.
+
+A reader of the mount sees the old file or the new one, never a part; a crash leaves at most temp files,
+which `remove_temps` clears at the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno as E
+import os
+import re
+import secrets
+import stat
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from agent.sync.scan import to_filestat
+from agent.sync.settle import FileStat
+from agent.sync.statedb import Row
+
+NAME_MAX = 255
+SMALL = 1 << 20
+CHUNK = 8 << 20
+BUFFER = 1 << 20
+TEMP_RE = re.compile(r"^\..*\.domino-sync-[0-9a-f]{8}\.tmp$|^\.domino-sync-probe-[0-9a-f]{8}\.tmp$", re.DOTALL)
+_KERNEL_COPY_FALLBACK = frozenset({E.EXDEV, E.EINVAL, E.ENOSYS, E.EOPNOTSUPP, E.ENOTSUP, E.EBADF, E.EPERM})
+MOUNT_ERRNOS = frozenset({E.ENOSPC, E.EDQUOT, E.EROFS, E.EACCES, E.EPERM, E.EIO, E.ENOENT, E.ESTALE, E.ENOTCONN})
+
+
+class Outcome(Enum):
+    COPIED = "copied"  # new bytes are in the mount
+    ADOPTED = "adopted"  # the mount already held this file (a crash after rename, or same bytes)
+    MOVED = "moved"  # renamed inside the mount from `moved_from`
+    CHANGED = "changed"  # the source changed before or during the copy: settle again
+    VANISHED = "vanished"  # the source is gone (or no longer a regular file): not an error
+    FAILED = "failed"  # an error; `errno` and `mount_side` say which
+    CONFLICT = "conflict"  # a file stands where a folder is needed, or a folder where the file goes
+
+
+@dataclass(frozen=True, slots=True)
+class CopyJob:
+    path: str
+    expect: FileStat
+    row: Row | None = None
+    confirm: bool = False
+    move_from: str | None = None
+    move_row: Row | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    path: str
+    outcome: Outcome
+    stat: FileStat | None = None
+    bytes: int = 0
+    error: str | None = None
+    errno: int | None = None
+    mount_side: bool = False
+    first_line: str | None = None
+    moved_from: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.outcome in (Outcome.COPIED, Outcome.ADOPTED, Outcome.MOVED)
+
+    @property
+    def row(self) -> Row | None:
+        s = self.stat
+        return None if s is None else (s.size, s.mtime_ns, s.ino, stat.S_IMODE(s.mode))
+
+
+class Halted(Exception):
+    """The engine is stopping: the copy in progress is abandoned (its temp file removed)."""
+
+
+class _Conflict(Exception):
+    pass
+
+
+def temp_name(name: str) -> str:
+    """`.<name>.domino-sync-<8 hex>.tmp`, the name cut so the whole stays within 255 bytes."""
+    suffix = f".domino-sync-{secrets.token_hex(4)}.tmp"
+    raw = os.fsencode(name)[: NAME_MAX - 1 - len(suffix)]
+    return "." + os.fsdecode(raw) + suffix
+
+
+def _libc_syncfs() -> Callable[[int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    syncfs: Callable[[int], int] = fn
+    return syncfs
+
+
+SYNCFS = _libc_syncfs()
+
+
+def syncfs(path: str) -> bool:
+    """Flush the filesystem holding `path`; False when syncfs is not available (then fsync one by one)."""
+    if SYNCFS is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if SYNCFS(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+    return True
+
+
+def fsync_folder(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_folders_durable(mount: str, folders: Collection[str]) -> None:
+    """fsync each folder (or one syncfs when there are many)."""
+    if not folders:
+        return
+    if len(folders) > 16 and syncfs(mount):
+        return
+    for folder in folders:
+        try:
+            fsync_folder(folder)
+        except FileNotFoundError:
+            continue  # emptied and removed meanwhile (by a move or delete): its parent records that
+
+
+def stream(fi: int, fo: int, halt: threading.Event | None = None) -> int:
+    """Copy fi's bytes from its offset to EOF into fo; the kernel moves them when it can. Returns the count."""
+    total = 0
+    try:
+        while True:
+            if halt is not None and halt.is_set():
+                raise Halted
+            n = os.copy_file_range(fi, fo, CHUNK)
+            if n == 0:
+                return total
+            total += n
+    except OSError as exc:
+        if total or exc.errno not in _KERNEL_COPY_FALLBACK:
+            raise
+    offset = 0
+    try:
+        while True:
+            if halt is not None and halt.is_set():
+                raise Halted
+            n = os.sendfile(fo, fi, offset, CHUNK)
+            if n == 0:
+                return offset
+            offset += n
+    except OSError as exc:
+        if offset or exc.errno not in _KERNEL_COPY_FALLBACK:
+            raise
+    os.lseek(fi, 0, os.SEEK_SET)
+    buf = bytearray(BUFFER)
+    view = memoryview(buf)
+    total = 0
+    while True:
+        if halt is not None and halt.is_set():
+            raise Halted
+        n = os.readv(fi, [buf])
+        if n == 0:
+            return total
+        written = 0
+        while written < n:
+            written += os.write(fo, view[written:n])
+        total += n
+
+
+def same_bytes(fi: int, other: str) -> bool:
+    """fi's content equals the file at `other` (read in 1 MiB steps)."""
+    fd = os.open(other, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        offset = 0
+        while True:
+            a = os.pread(fi, BUFFER, offset)
+            b = os.pread(fd, BUFFER, offset)
+            if a != b:
+                return False
+            if not a:
+                return True
+            offset += len(a)
+    finally:
+        os.close(fd)
+
+
+def first_line(fd: int) -> str:
+    head = os.pread(fd, 4096, 0)
+    return head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+
+
+def _same(a: FileStat, b: FileStat) -> bool:
+    return (a.size, a.mtime_ns, a.ctime_ns, a.ino, a.mode) == (b.size, b.mtime_ns, b.ctime_ns, b.ino, b.mode)
+
+
+def _failed(path: str, exc: OSError, mount_side: bool) -> CopyResult:
+    what = exc.strerror or exc.__class__.__name__
+    where = "mount" if mount_side else "source"
+    return CopyResult(path, Outcome.FAILED, error=f"{where}: {what}", errno=exc.errno, mount_side=mount_side)
+
+
+class Copier:
+    """Copies one batch. Not thread-safe: one instance per batch (it caches the folders it made sure of)."""
+
+    def __init__(
+        self,
+        source: str,
+        mount: str,
+        *,
+        marker_names: Collection[str] = (),
+        hook: Callable[[str], None] | None = None,
+        halt: threading.Event | None = None,
+    ) -> None:
+        self.source = source
+        self.mount = mount
+        self.real_source = os.path.realpath(source)
+        self.marker_names = marker_names
+        self.hook = hook
+        self.halt = halt
+        self._folders: set[str] = set()
+        self._touched: set[str] = set()
+
+    def run(self, jobs: Sequence[CopyJob]) -> list[CopyResult]:
+        """Copy every job; results in job order. A result is done only once it is durable in the mount."""
+        batch_sync = len(jobs) >= 4 and SYNCFS is not None
+        results: list[CopyResult | None] = [None] * len(jobs)
+        staged: list[tuple[int, str, str, CopyResult]] = []
+        try:
+            for i, job in enumerate(jobs):
+                results[i] = self._one(job, i, staged, per_file_sync=not batch_sync or job.expect.size > SMALL)
+            if staged and batch_sync:
+                try:
+                    syncfs(self.mount)
+                except OSError as exc:
+                    for i, temp, _, _ in staged:
+                        results[i] = _failed(jobs[i].path, exc, True)
+                        _unlink(temp)
+                    staged = []
+            renamed: list[tuple[int, CopyResult]] = []
+            for i, temp, final, result in staged:
+                try:
+                    os.replace(temp, final)
+                except OSError as exc:
+                    _unlink(temp)
+                    results[i] = (
+                        CopyResult(jobs[i].path, Outcome.CONFLICT, error="mount: a folder is in the way")
+                        if exc.errno in (E.EISDIR, E.ENOTEMPTY, E.EEXIST)
+                        else _failed(jobs[i].path, exc, True)
+                    )
+                    continue
+                self._touched.add(os.path.dirname(final))
+                renamed.append((i, result))
+            staged = []
+            try:
+                make_folders_durable(self.mount, self._touched)
+            except OSError as exc:
+                for i, _ in renamed:
+                    results[i] = _failed(jobs[i].path, exc, True)
+                for i, maybe in enumerate(results):
+                    if maybe is not None and maybe.outcome is Outcome.MOVED:
+                        results[i] = _failed(jobs[i].path, exc, True)
+                renamed = []
+            for i, result in renamed:
+                results[i] = result
+        finally:
+            for _, temp, _, _ in staged:
+                _unlink(temp)
+        return [
+            r if r is not None else CopyResult(j.path, Outcome.FAILED, error="internal")
+            for r, j in zip(results, jobs, strict=True)
+        ]
+
+    def _one(
+        self, job: CopyJob, index: int, staged: list[tuple[int, str, str, CopyResult]], per_file_sync: bool
+    ) -> CopyResult | None:
+        rel = job.path
+        src = self.source + "/" + rel
+        dst = self.mount + "/" + rel
+        try:
+            if os.path.islink(src) and not self._link_inside(src):
+                return CopyResult(rel, Outcome.VANISHED)
+            fi = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return CopyResult(rel, Outcome.VANISHED)
+        except OSError as exc:
+            return _failed(rel, exc, False)
+        try:
+            try:
+                before = to_filestat(os.fstat(fi))
+            except OSError as exc:
+                return _failed(rel, exc, False)
+            if not stat.S_ISREG(before.mode):
+                return CopyResult(rel, Outcome.VANISHED)
+            if before.key != job.expect.key:
+                return CopyResult(rel, Outcome.CHANGED, stat=before)
+            try:
+                if job.move_from is not None:
+                    moved = self._move(job, before)
+                    if moved is not None:
+                        return moved
+                adopted = self._adopt(job, before, fi, dst)
+                if adopted is not None:
+                    return adopted
+                folder = self._ensure_folders(rel)
+            except _Conflict:
+                return CopyResult(rel, Outcome.CONFLICT, error="mount: a file is in the way of a folder")
+            except OSError as exc:
+                return _failed(rel, exc, True)
+            return self._write(job, fi, before, folder, dst, index, staged, per_file_sync)
+        finally:
+            os.close(fi)
+
+    def _write(
+        self,
+        job: CopyJob,
+        fi: int,
+        before: FileStat,
+        folder: str,
+        dst: str,
+        index: int,
+        staged: list[tuple[int, str, str, CopyResult]],
+        per_file_sync: bool,
+    ) -> CopyResult | None:
+        rel = job.path
+        temp = folder + "/" + temp_name(rel.rpartition("/")[2])
+        try:
+            fo = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            return _failed(rel, exc, True)
+        keep = False
+        try:
+            try:
+                count = stream(fi, fo, self.halt)
+                os.fchmod(fo, stat.S_IMODE(before.mode))
+                os.utime(fo, ns=(before.atime_ns, before.mtime_ns))
+                if per_file_sync:
+                    os.fsync(fo)
+            except Halted:
+                return CopyResult(rel, Outcome.FAILED, error="stopped")
+            except OSError as exc:
+                return _failed(rel, exc, True)
+            finally:
+                os.close(fo)
+            line = None
+            if rel.rpartition("/")[2] in self.marker_names:
+                try:
+                    line = first_line(fi)
+                except OSError as exc:
+                    return _failed(rel, exc, False)
+            if self.hook is not None:
+                self.hook(rel)
+            try:
+                after = to_filestat(os.stat(self.source + "/" + rel))
+            except (FileNotFoundError, NotADirectoryError):
+                return CopyResult(rel, Outcome.VANISHED)
+            except OSError as exc:
+                return _failed(rel, exc, False)
+            if not _same(before, after) or count != before.size:
+                return CopyResult(rel, Outcome.CHANGED, stat=after)
+            keep = True
+            staged.append(
+                (index, temp, dst, CopyResult(rel, Outcome.COPIED, stat=before, bytes=count, first_line=line))
+            )
+            return None
+        finally:
+            if not keep:
+                _unlink(temp)
+
+    def _link_inside(self, src: str) -> bool:
+        target = os.path.realpath(src)
+        return target.startswith(self.real_source + "/")
+
+    def _adopt(self, job: CopyJob, fs: FileStat, fi: int, dst: str) -> CopyResult | None:
+        """The mount already holds this exact file: record it without copying."""
+        try:
+            have = os.lstat(dst)
+        except OSError:
+            return None
+        if not stat.S_ISREG(have.st_mode) or have.st_size != fs.size:
+            return None
+        if job.confirm:
+            if not same_bytes(fi, dst):
+                return None
+        elif have.st_mtime_ns != fs.mtime_ns:
+            return None
+        if stat.S_IMODE(have.st_mode) != stat.S_IMODE(fs.mode):
+            os.chmod(dst, stat.S_IMODE(fs.mode))
+        line = first_line(fi) if job.path.rpartition("/")[2] in self.marker_names else None
+        return CopyResult(job.path, Outcome.ADOPTED, stat=fs, first_line=line)
+
+    def _move(self, job: CopyJob, fs: FileStat) -> CopyResult | None:
+        """Rename the mount's copy of `move_from` to the job's path; None when it is not there as recorded."""
+        assert job.move_from is not None
+        old = self.mount + "/" + job.move_from
+        row = job.move_row
+        try:
+            have = os.lstat(old)
+        except OSError:
+            return None
+        if row is None or not stat.S_ISREG(have.st_mode) or (have.st_size, have.st_mtime_ns) != (row[0], row[1]):
+            return None
+        folder = self._ensure_folders(job.path)
+        dst = self.mount + "/" + job.path
+        try:
+            os.replace(old, dst)
+        except OSError as exc:
+            if exc.errno in (E.EISDIR, E.ENOTEMPTY, E.EEXIST):
+                raise _Conflict from None
+            raise
+        if stat.S_IMODE(have.st_mode) != stat.S_IMODE(fs.mode):
+            os.chmod(dst, stat.S_IMODE(fs.mode))
+        self._touched.add(folder)
+        self._touched.add(os.path.dirname(old))
+        prune_empty(self.mount, job.move_from.rpartition("/")[0], self._touched)
+        line = None
+        if job.path.rpartition("/")[2] in self.marker_names:
+            with open(dst, "rb") as handle:  # noqa: PTH123 - a file descriptor is what first_line reads
+                line = first_line(handle.fileno())
+        return CopyResult(job.path, Outcome.MOVED, stat=fs, moved_from=job.move_from, first_line=line)
+
+    def _ensure_folders(self, rel: str) -> str:
+        """Create the folders above `rel` inside the mount (never the mount itself); the parent's path."""
+        head = rel.rpartition("/")[0]
+        if not head:
+            return self.mount
+        target = self.mount + "/" + head
+        if target in self._folders:
+            return target
+        current = self.mount
+        for part in head.split("/"):
+            current = current + "/" + part
+            if current in self._folders:
+                continue
+            try:
+                os.mkdir(current)
+                self._touched.add(os.path.dirname(current))
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(current).st_mode):
+                    raise _Conflict from None
+            except NotADirectoryError:
+                raise _Conflict from None
+            self._folders.add(current)
+        return target
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def prune_empty(mount: str, folder: str, touched: set[str] | None = None) -> None:
+    """Remove `folder` (relative) and the folders above it while they are empty; never the mount itself."""
+    while folder:
+        path = mount + "/" + folder
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        parent = folder.rpartition("/")[0]
+        if touched is not None:
+            touched.discard(path)
+            touched.add(mount + "/" + parent if parent else mount)
+        folder = parent
+
+
+def delete_files(mount: str, paths: Sequence[str]) -> list[tuple[str, OSError | None]]:
+    """Remove each path from the mount, then the folders this leaves empty; make it durable."""
+    out: list[tuple[str, OSError | None]] = []
+    folders: set[str] = set()
+    touched: set[str] = set()
+    for rel in paths:
+        try:
+            os.unlink(mount + "/" + rel)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            pass  # not there (or a folder stands there): no file of ours to remove
+        except OSError as exc:
+            out.append((rel, exc))
+            continue
+        out.append((rel, None))
+        head = rel.rpartition("/")[0]
+        folders.add(head)
+        touched.add(mount + "/" + head if head else mount)
+    for folder in sorted(folders, key=lambda f: f.count("/"), reverse=True):
+        prune_empty(mount, folder, touched)
+    try:
+        make_folders_durable(mount, {t for t in touched if os.path.isdir(t)})
+    except OSError as exc:
+        return [(rel, exc if err is None else err) for rel, err in out]
+    return out
+
+
+def remove_temps(mount: str) -> int:
+    """Delete temp and probe files a crash left anywhere in the mount; how many."""
+    removed = 0
+    stack = [mount]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif TEMP_RE.match(entry.name):
+                        os.unlink(entry.path)
+                        removed += 1
+                except OSError:
+                    continue
+    return removed
+
+
+def elapsed_ms(start: float) -> int:
+    return int((time.perf_counter() - start) * 1000)

@@ -1,0 +1,312 @@
+"""The engine's bookkeeping, without I/O: what is in the mount, what is pending, ready, in flight or to delete.
+
+Observations (a fresh stat of a path, or its absence) come in with the time they were taken; copy jobs, delete
+candidates and facts come out; copy and delete results go back in. The engine (engine.py) does the stats,
+copies and deletes in threads and feeds this from the event loop thread only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from agent.backoff import backoff_delay
+from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
+from agent.sync.copier import SMALL, CopyJob, CopyResult, Outcome
+from agent.sync.plan import FolderIndex, needs_confirm
+from agent.sync.scan import differs
+from agent.sync.settle import FileStat, Settler
+from agent.sync.statedb import Row
+
+
+@dataclass(slots=True)
+class Counters:
+    copies: int = 0
+    bytes: int = 0
+    deletes: int = 0
+    errors: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    path: str
+    error: str
+    attempt: int
+    retry_at: float | None
+    mount_side: bool
+    conflict: bool = False
+
+
+@dataclass(slots=True)
+class Ledger:
+    """State of one engine. `mirror` is False in `keep` mode (nothing is ever deleted from the mount)."""
+
+    rows: dict[str, Row]
+    settle: float
+    mirror: bool
+    on_fact: Callable[[Fact], None]
+    retry_base: float = 0.5
+    retry_cap: float = 30.0
+    settler: Settler = field(init=False)
+    ready: dict[str, CopyJob] = field(default_factory=dict)
+    inflight: set[str] = field(default_factory=set)
+    moving: set[str] = field(default_factory=set)
+    absent: dict[str, Row] = field(default_factory=dict)
+    absent_keys: dict[tuple[int, int, int], str] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
+    failures: dict[str, int] = field(default_factory=dict)
+    not_before: dict[str, float] = field(default_factory=dict)
+    last_absent: float = 0.0
+    counters: Counters = field(default_factory=Counters)
+    _folders: FolderIndex | None = None
+
+    def __post_init__(self) -> None:
+        self.settler = Settler(self.settle)
+
+    # -- observations ---------------------------------------------------------------------------------------
+
+    def observe(self, rel: str, sig: FileStat | None, at: float, since: float | None = None) -> None:
+        """A fresh stat of `rel` taken at `at` (None: not there, or not a file we sync)."""
+        row = self.rows.get(rel)
+        settler = self.settler
+        if sig is None:
+            if row is None or not self.mirror:
+                if rel in self.inflight:
+                    settler.observe(rel, None, at)  # looked at again when its copy comes back
+                elif rel in settler:
+                    self._drop(rel)
+                return
+            settler.observe(rel, None, at, since=since)
+            self.ready.pop(rel, None)
+            if rel not in self.absent:
+                self.absent[rel] = row
+                self.absent_keys[(row[2], row[0], row[1])] = rel
+                self.last_absent = max(self.last_absent, at if since is None else min(at, since))
+            return
+        self._unabsent(rel)
+        self.held.discard(rel)
+        if row is not None and not differs(row, sig):
+            if rel in settler and rel not in self.inflight:
+                self._drop(rel)
+            return
+        old = settler.get(rel)
+        settler.observe(rel, sig, at, since=since)
+        job = self.ready.get(rel)
+        if job is not None and job.expect.key != sig.key:
+            del self.ready[rel]
+        if old is None or old.sig is None:
+            self.on_fact(FileChanged(rel, at))
+        if rel not in self.inflight and rel not in self.ready and settler.is_settled(rel, at):
+            self._enqueue(rel, sig)
+
+    def observe_gone_under(self, folder: str, at: float, seen: Iterable[str] = ()) -> None:
+        """`folder` went away (or was replaced): each synced file under it not in `seen` is absent."""
+        if self._folders is None:
+            self._folders = FolderIndex(self.rows)
+        keep = set(seen)
+        for rel in self._folders.under(folder, list(self.rows)):
+            if rel not in keep:
+                self.observe(rel, None, at)
+
+    def due(self, now: float) -> list[str]:
+        """Present paths to stat again now (settle time reached, or a retry). Absent ones wait for the delete
+        pass, which stats them again itself."""
+        out = []
+        for rel in self.settler.due(now):
+            watch = self.settler.get(rel)
+            if watch is not None and watch.sig is not None and rel not in self.inflight and rel not in self.ready:
+                out.append(rel)
+        return out
+
+    def next_wake(self, now: float, *, deletes: bool = True) -> float | None:
+        """When there will next be something to do without a new event (`deletes`: count delete passes)."""
+        times = [t for t in (self.settler.next_due(),) if t is not None]
+        if deletes and self.mirror:
+            waits = [
+                max(self.last_absent + self.settle, self.not_before.get(rel, 0.0))
+                for rel in self.absent
+                if rel not in self.held and rel not in self.moving
+            ]
+            if waits:
+                times.append(min(waits))
+        return min(times) if times else None
+
+    def waiting(self) -> int:
+        """Present files tracked but neither ready nor in flight (not settled yet, or waiting for a retry)."""
+        return sum(
+            1
+            for rel, watch in self.settler.items()
+            if watch.sig is not None and rel not in self.ready and rel not in self.inflight
+        )
+
+    def pending(self) -> Mapping[str, float]:
+        return self.settler.pending()
+
+    # -- copies ---------------------------------------------------------------------------------------------
+
+    def _enqueue(self, rel: str, sig: FileStat) -> None:
+        row = self.rows.get(rel)
+        if row is None and self.mirror:
+            old = self.absent_keys.get(sig.key)
+            if old is not None and old not in self.moving and old not in self.inflight:
+                self.ready[rel] = CopyJob(rel, sig, None, move_from=old, move_row=self.absent[old])
+                self.moving.add(old)
+                return
+        self.ready[rel] = CopyJob(rel, sig, row, confirm=needs_confirm(row, sig))
+
+    def take_batch(self, workers: int, max_files: int, max_bytes: int) -> list[CopyJob]:
+        """The next jobs for one worker: one big file, or up to `max_files` small ones (spread over workers)."""
+        if not self.ready:
+            return []
+        target = max(1, min(max_files, math.ceil(len(self.ready) / max(1, workers))))
+        batch: list[CopyJob] = []
+        size = 0
+        for job in self.ready.values():
+            big = job.expect.size > SMALL
+            if big:
+                if not batch:
+                    batch.append(job)
+                    break
+                continue
+            batch.append(job)
+            size += job.expect.size
+            if len(batch) >= target or size >= max_bytes:
+                break
+        for job in batch:
+            del self.ready[job.path]
+            self.inflight.add(job.path)
+        return batch
+
+    def release(self, jobs: Iterable[CopyJob]) -> None:
+        """Jobs that never ran (the engine stopped): forget they were in flight."""
+        for job in jobs:
+            self.inflight.discard(job.path)
+            if job.move_from is not None:
+                self.moving.discard(job.move_from)
+
+    def apply(self, jobs: list[CopyJob], results: list[CopyResult], now: float) -> list[Failure]:
+        """Copy results (already recorded in the DB when done). Returns the failures, retries scheduled."""
+        failures: list[Failure] = []
+        for job, result in zip(jobs, results, strict=True):
+            rel = job.path
+            self.inflight.discard(rel)
+            if job.move_from is not None:
+                self.moving.discard(job.move_from)
+            if result.done and result.row is not None and result.stat is not None:
+                self._synced(rel, result, now)
+            elif result.outcome is Outcome.CHANGED:
+                self.observe(rel, result.stat, now)
+                self.settler.schedule(rel, now + max(self.settle, 0.05))
+            elif result.outcome is Outcome.VANISHED:
+                self.observe(rel, None, now)
+            elif result.error == "stopped":
+                continue
+            else:
+                failures.append(self._failed(rel, result, now))
+        return failures
+
+    def _synced(self, rel: str, result: CopyResult, now: float) -> None:
+        row = result.row
+        stat = result.stat
+        assert row is not None and stat is not None
+        if result.moved_from is not None:
+            old = result.moved_from
+            self._forget_row(old)
+            self._unabsent(old)
+            self.settler.forget(old)
+            self.on_fact(FileDeleted(old, now))
+        self.rows[rel] = row
+        if self._folders is not None:
+            self._folders.add(rel)
+        self.failures.pop(rel, None)
+        self.counters.copies += 1
+        self.counters.bytes += result.bytes
+        self.on_fact(FileSynced(rel, stat.size, now, result.first_line))
+        watch = self.settler.get(rel)
+        if watch is None or (watch.sig is not None and not differs(row, watch.sig)):
+            self.settler.forget(rel)
+        elif watch.sig is None:
+            self.settler.forget(rel)  # it left the source while we copied: now a synced file that is absent
+            self.observe(rel, None, watch.since)
+        else:
+            self.settler.schedule(rel, watch.since + self.settle)  # it changed again while we copied
+
+    def _failed(self, rel: str, result: CopyResult, now: float) -> Failure:
+        attempt = self.failures.get(rel, 0) + 1
+        self.failures[rel] = attempt
+        error = result.error or result.outcome.value
+        self.counters.errors += 1
+        self.counters.last_error = f"{rel}: {error}"
+        retry_at = None
+        if rel in self.settler:
+            retry_at = now + backoff_delay(attempt, base=self.retry_base, cap=self.retry_cap)
+            self.settler.schedule(rel, retry_at)
+        return Failure(rel, error, attempt, retry_at, result.mount_side, result.outcome is Outcome.CONFLICT)
+
+    # -- deletes --------------------------------------------------------------------------------------------
+
+    def deletable(self, now: float) -> list[str]:
+        """Absent files ready for a delete pass: settled, and no new absence for `settle` (a storm is one pass)."""
+        if not self.mirror or now - self.last_absent < self.settle:
+            return []
+        return [
+            rel
+            for rel in self.absent
+            if rel not in self.held
+            and rel not in self.moving
+            and self.not_before.get(rel, 0.0) <= now
+            and self.settler.is_settled(rel, now)
+        ]
+
+    def refuse(self, paths: Iterable[str]) -> None:
+        """The rail refused these deletes: hold them until the next full scan judges them again."""
+        self.held.update(paths)
+
+    def apply_deletes(self, results: Iterable[tuple[str, str | None]], now: float) -> list[Failure]:
+        failures: list[Failure] = []
+        for rel, error in results:
+            if error is None:
+                self._forget_row(rel)
+                self._unabsent(rel)
+                self.settler.forget(rel)
+                self.not_before.pop(rel, None)
+                self.counters.deletes += 1
+                self.on_fact(FileDeleted(rel, now))
+            else:
+                failure = self._failed(rel, CopyResult(rel, Outcome.FAILED, error=error, mount_side=True), now)
+                if failure.retry_at is not None:
+                    self.not_before[rel] = failure.retry_at
+                failures.append(failure)
+        return failures
+
+    def drop_rows(self, paths: Iterable[str]) -> None:
+        """The mount no longer holds these files as recorded: forget the rows (a rescan copies them again)."""
+        for rel in paths:
+            self._forget_row(rel)
+            self._unabsent(rel)
+            if rel not in self.inflight:
+                self.settler.forget(rel)
+                self.ready.pop(rel, None)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _forget_row(self, rel: str) -> None:
+        if self.rows.pop(rel, None) is not None and self._folders is not None:
+            self._folders.remove(rel)
+        self.failures.pop(rel, None)
+
+    def _unabsent(self, rel: str) -> None:
+        self.not_before.pop(rel, None)
+        row = self.absent.pop(rel, None)
+        if row is not None:
+            key = (row[2], row[0], row[1])
+            if self.absent_keys.get(key) == rel:
+                del self.absent_keys[key]
+
+    def _drop(self, rel: str) -> None:
+        self.settler.forget(rel)
+        self.ready.pop(rel, None)
+        self._unabsent(rel)
+        self.failures.pop(rel, None)

@@ -1,0 +1,254 @@
+# String paths and os.* calls on purpose: a Path object per file costs too much on 100k-file trees.
+# ruff: noqa: PTH100, PTH116
+"""Walk the source folder: what regular files it holds, by relative '/'-separated path.
+
+* `source.ignore` patterns have gitignore semantics (pathspec); an ignored folder is not descended.
+* Symlinks are never followed out of the root: a symlink whose target resolves inside the root to a regular
+  file is synced as that file's content (a copy, not a link; the dataset mount may not keep links); a symlink
+  to a folder, to a path outside the root, or a broken one is skipped.
+* FIFOs, sockets and devices are skipped (the caller logs each once).
+* Folders that cannot be listed are reported, so nothing under them is taken for deleted.
+
+The walk uses `os.scandir` and one `lstat` per file, and compares against the known rows as it goes, so a
+no-op rescan of a large tree keeps no per-file objects but the set of names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import pathspec
+
+from agent.errors import SourceError
+from agent.sync.settle import FileStat
+from agent.sync.statedb import Row
+
+
+class IgnoreMatcher:
+    """gitignore-style patterns. Without negations all patterns fold into one regex (same answers, faster)."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = tuple(patterns)
+        self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+        regexes: list[str] = []
+        simple = True
+        for pattern in self._spec.patterns:
+            regex = getattr(pattern, "regex", None)
+            if pattern.include is None or regex is None:
+                continue
+            if pattern.include is False:
+                simple = False
+                break
+            regexes.append("(?:" + regex.pattern.replace("(?P<ps_d>", "(?:") + ")")
+        self._combined: re.Pattern[str] | None = None
+        if simple:
+            self._combined = re.compile("|".join(regexes), re.DOTALL) if regexes else None
+        self._simple = simple
+        lines = [p.strip() for p in self.patterns if p.strip() and not p.strip().startswith("#")]
+        self.name_only = simple and all("/" not in p.rstrip("/") and "**" not in p for p in lines)
+
+    def ignored(self, rel: str, is_dir: bool = False) -> bool:
+        """`rel` (or something above it) matches a pattern. Folders are tested with a trailing '/'."""
+        probe = rel + "/" if is_dir else rel
+        if self._simple:
+            return self._combined is not None and self._combined.search(probe) is not None
+        return self._spec.match_file(probe)
+
+    def ignored_entry(self, rel: str, name: str, is_dir: bool) -> bool:
+        """Like `ignored`, for an entry met while walking (its parents are known not to be ignored)."""
+        if self.name_only:
+            if self._combined is None:
+                return False
+            return self._combined.search(name + "/" if is_dir else name) is not None
+        return self.ignored(rel, is_dir)
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """A walk compared with the known rows: what differs, what was seen, what was skipped or unreadable."""
+
+    changed: dict[str, FileStat] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+
+    def missing(self, known: Iterable[str]) -> list[str]:
+        """Known paths the walk did not see, except under folders it could not read."""
+        gone = [path for path in known if path not in self.seen]
+        if not self.unreadable:
+            return gone
+        return [path for path in gone if not under_any(path, self.unreadable)]
+
+
+def under_any(path: str, folders: Iterable[str]) -> bool:
+    return any(folder == "" or path == folder or path.startswith(folder + "/") for folder in folders)
+
+
+def to_filestat(st: os.stat_result) -> FileStat:
+    return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode, st.st_atime_ns)
+
+
+def differs(row: Row | None, fs: FileStat) -> bool:
+    """The mount's copy (row) is not this file: size, mtime, inode or permission bits moved."""
+    return (
+        row is None or row[0] != fs.size or row[1] != fs.mtime_ns or row[2] != fs.ino or row[3] != stat.S_IMODE(fs.mode)
+    )
+
+
+class Walker:
+    """Walks one source root; `scan()` for the whole tree, `stat_paths()` for paths named by watch events."""
+
+    def __init__(self, root: str, matcher: IgnoreMatcher, prune: Iterable[str] = ()) -> None:
+        self.root = os.path.abspath(root)
+        self.real_root = os.path.realpath(self.root)
+        self.matcher = matcher
+        self.prune = frozenset(prune)
+
+    def root_ok(self) -> bool:
+        """The source root is there and a folder (when it is not, nothing under it counts as deleted)."""
+        try:
+            return stat.S_ISDIR(os.stat(self.root).st_mode)
+        except OSError:
+            return False
+
+    def excluded(self, rel: str, is_dir: bool = False) -> bool:
+        """Never synced: pruned (the agent's own state, the mount) or ignored by pattern."""
+        if self.prune and any(rel == p or rel.startswith(p + "/") for p in self.prune):
+            return True
+        return self.matcher.ignored(rel, is_dir)
+
+    def scan(self, known: Mapping[str, Row], subtree: str = "", result: ScanResult | None = None) -> ScanResult:
+        """Walk the tree (or the folder `subtree`), comparing each file with `known`."""
+        out = ScanResult() if result is None else result
+        top = self.root if not subtree else self.root + "/" + subtree
+        if not subtree:
+            try:
+                if not stat.S_ISDIR(os.stat(self.root).st_mode):
+                    raise SourceError(f"source {self.root} is not a folder")
+            except OSError as exc:
+                raise SourceError(f"source {self.root} cannot be read ({exc.strerror}): check source.path") from None
+        stack = [(top, subtree + "/" if subtree else "")]
+        matcher, prune = self.matcher, self.prune
+        changed, seen = out.changed, out.seen
+        while stack:
+            folder, prefix = stack.pop()
+            try:
+                entries = os.scandir(folder)
+            except OSError as exc:
+                if exc.errno not in (2, 20):  # ENOENT, ENOTDIR: the folder went away, nothing to report
+                    out.unreadable.append(prefix[:-1])
+                continue
+            with entries:
+                for entry in entries:
+                    name = entry.name
+                    rel = prefix + name
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if rel in prune or matcher.ignored_entry(rel, name, True):
+                                continue
+                            stack.append((entry.path, rel + "/"))
+                            continue
+                        if matcher.ignored_entry(rel, name, False):
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # vanished while we looked
+                    mode = st.st_mode
+                    if stat.S_ISLNK(mode):
+                        resolved = self._follow(entry.path, rel, out)
+                        if resolved is None:
+                            continue
+                        st = resolved
+                    elif not stat.S_ISREG(mode):
+                        out.skipped.append((rel, kind_of(mode)))
+                        continue
+                    seen.add(rel)
+                    out.files += 1
+                    out.bytes += st.st_size
+                    row = known.get(rel)
+                    if (
+                        row is None
+                        or row[0] != st.st_size
+                        or row[1] != st.st_mtime_ns
+                        or row[2] != st.st_ino
+                        or row[3] != stat.S_IMODE(st.st_mode)
+                    ):
+                        changed[rel] = to_filestat(st)
+        return out
+
+    def _follow(self, path: str, rel: str, out: ScanResult) -> os.stat_result | None:
+        """The stat of a symlink's target when it is a regular file inside the root, else None (and why)."""
+        target = os.path.realpath(path)
+        inside = target.startswith(self.real_root + "/")
+        if inside and self.prune:
+            target_rel = target[len(self.real_root) + 1 :]
+            inside = not any(target_rel == p or target_rel.startswith(p + "/") for p in self.prune)
+        if not inside:
+            out.skipped.append((rel, "symlink out of the source"))
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.skipped.append((rel, "broken symlink"))
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            out.skipped.append((rel, "symlink to a " + kind_of(st.st_mode)))
+            return None
+        return st
+
+    def stat_paths(
+        self, rels: Iterable[str], known: Mapping[str, Row]
+    ) -> tuple[dict[str, FileStat | None], ScanResult]:
+        """Fresh state of each path: a FileStat, None when absent (or no longer a syncable file).
+
+        A path that is now a folder is walked (a folder created or moved in brings its files with it); its files
+        land in the returned ScanResult's `changed`/`seen`, like a scan of that subtree.
+        """
+        states: dict[str, FileStat | None] = {}
+        sub = ScanResult()
+        for rel in rels:
+            path = self.root + "/" + rel
+            try:
+                st = os.lstat(path)
+            except OSError:
+                states[rel] = None
+                continue
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                states[rel] = None
+                sub.folders.append(rel)
+                if not self.excluded(rel, True):
+                    self.scan(known, rel, sub)
+                continue
+            if stat.S_ISLNK(mode):
+                resolved = self._follow(path, rel, sub)
+                states[rel] = None if resolved is None else to_filestat(resolved)
+            elif stat.S_ISREG(mode):
+                states[rel] = to_filestat(st)
+            else:
+                sub.skipped.append((rel, kind_of(mode)))
+                states[rel] = None
+        return states, sub
+
+
+def kind_of(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "special file"

@@ -1,0 +1,104 @@
+"""The state DB's `files` table: what the agent put in the mount, per path. SQLite in WAL mode.
+
+Table `files` (this module's only table; other parts keep their own tables in the same `state.db`):
+
+    path      BLOB  primary key: the relative '/'-separated path, os.fsencode'd (any byte a name may hold)
+    size      INTEGER  bytes
+    mtime_ns  INTEGER  the source's (and the mount copy's) mtime
+    ino       INTEGER  the source inode it was copied from (a replaced file has a new inode)
+    mode      INTEGER  permission bits
+    synced_at REAL     epoch seconds
+
+A row is written only after the copy was renamed into place and the folder fsynced. Rows are written in one
+transaction per batch of copies; with WAL and `synchronous=NORMAL` a commit costs no fsync (the WAL is synced
+at checkpoints), and a crash can lose at most the last commits, which the next start-up scan redoes: the
+copies are already in the mount and are recognised (same size and mtime) without copying them again.
+
+No content hash is stored: a stored hash costs a full read of every file copied, and size + mtime + inode
+decide nearly every case (as rsync's quick check does). Where doubt remains (the inode changed but size and
+mtime did not: a file replaced by a same-size copy with its mtime preserved, a restored tree) the copier
+compares the source's bytes with the mount's copy, so the read is paid only where it earns its cost.
+
+All methods block; call them from a worker thread. One connection, guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from agent.errors import StateError
+
+Row = tuple[int, int, int, int]
+"""(size, mtime_ns, ino, mode bits) of a file in the mount: plain tuples, as 100k of them live in memory."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    synced_at REAL NOT NULL
+) WITHOUT ROWID
+"""
+
+
+class StateDB:
+    """The `files` table of `state.db`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"state DB {path} cannot be opened ({exc}): check state_dir") from None
+
+    def load(self) -> dict[str, Row]:
+        """Every row, by path."""
+        fsdecode = os.fsdecode
+        with self._lock:
+            try:
+                cursor = self._conn.execute("SELECT path, size, mtime_ns, ino, mode FROM files")
+                return {fsdecode(p): (s, m, i, mo) for p, s, m, i, mo in cursor}
+            except sqlite3.Error as exc:
+                raise StateError(f"state DB {self.path} cannot be read ({exc})") from None
+
+    def record(self, put: Iterable[tuple[str, Row]] = (), drop: Iterable[str] = (), at: float = 0.0) -> None:
+        """Upsert `put` and delete `drop` in one transaction."""
+        fsencode = os.fsencode
+        puts = [(fsencode(path), *row, at) for path, row in put]
+        drops = [(fsencode(path),) for path in drop]
+        if not puts and not drops:
+            return
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if drops:
+                        self._conn.executemany("DELETE FROM files WHERE path = ?", drops)
+                    if puts:
+                        self._conn.executemany(
+                            "INSERT OR REPLACE INTO files (path, size, mtime_ns, ino, mode, synced_at)"
+                            " VALUES (?, ?, ?, ?, ?, ?)",
+                            puts,
+                        )
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StateError(f"state DB {self.path} cannot be written ({exc})") from None
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._conn.close()

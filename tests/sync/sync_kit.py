@@ -1,0 +1,57 @@
+"""Helpers for the sync tests (import as `from sync.sync_kit import ...`; pytest's pythonpath has tests/)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import anyio
+
+from agent.sync.copier import TEMP_RE
+from agent.sync.engine import SyncEngine
+
+EngineFactory = Callable[..., SyncEngine]
+
+
+def tree(root: Path, *, skip: Callable[[str], bool] = lambda rel: False) -> dict[str, bytes]:
+    """Every regular file under `root` (symlinks read through) -> its bytes."""
+    out: dict[str, bytes] = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            rel = path.relative_to(root).as_posix()
+            if skip(rel) or not path.is_file():
+                continue
+            out[rel] = path.read_bytes()
+    return out
+
+
+def temps(root: Path) -> list[str]:
+    return [name for _, _, files in os.walk(root) for name in files if TEMP_RE.match(name)]
+
+
+def empty_folders(root: Path) -> list[str]:
+    return [folder for folder, dirs, files in os.walk(root) if not dirs and not files and Path(folder) != root]
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 20.0, step: float = 0.05) -> None:
+    """Poll `predicate` until true; fail the test after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await anyio.sleep(step)
+
+
+@contextlib.asynccontextmanager
+async def running(engine: SyncEngine) -> AsyncIterator[SyncEngine]:
+    """`engine.run()` in a task group for the duration of the block."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(engine.run)
+        try:
+            yield engine
+        finally:
+            tg.cancel_scope.cancel()

@@ -1,0 +1,309 @@
+"""SyncEngine in burst mode (`sync_once`): copies, deletes, the rail, faults, odd files, facts, dry runs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from structlog.testing import capture_logs
+from sync.sync_kit import EngineFactory, empty_folders, temps, tree
+
+from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
+from agent.sync import copier as copier_mod
+from agent.sync import mount as mount_mod
+from agent.sync.copier import temp_name
+from agent.sync.statedb import StateDB
+
+
+def write(path: Path, data: str | bytes = "x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        path.write_text(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+async def test_once_copies_everything_including_odd_names(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """Spaces, unicode, newlines, 255-byte names, 40-deep folders and in-root symlinks arrive byte for byte;
+    FIFOs, sockets and links out of the root are skipped."""
+    names = ["with space.txt", "ünïcødé-文件.txt", "new\nline.txt", "x" * 255, "a/b/c.csv"]
+    for name in names:
+        write(src / name, name * 3)
+    deep = "/".join(f"d{i}" for i in range(40)) + "/bottom.txt"
+    write(src / deep, "deep")
+    (src / "link").symlink_to("a/b/c.csv")
+    (src / "escape").symlink_to("/etc/hostname")
+    os.mkfifo(src / "pipe")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(src / "sock"))
+    try:
+        report = await make_engine().sync_once()
+    finally:
+        sock.close()
+    assert report.ok and report.copied == len(names) + 2
+    assert report.skipped == 3
+    expected = tree(src, skip=lambda rel: rel in ("escape", "pipe", "sock"))
+    assert tree(mnt) == expected
+    assert not (mnt / "link").is_symlink()
+    assert temps(mnt) == []
+
+
+async def test_unchanged_tree_is_not_copied_again_even_after_restart(
+    src: Path, mnt: Path, make_engine: EngineFactory
+) -> None:
+    """A second pass, in the same engine or a new one on the same state, copies nothing and touches no file."""
+    for i in range(30):
+        write(src / f"d{i % 3}" / f"f{i}", str(i))
+    first = await make_engine().sync_once()
+    inodes = {p: p.stat().st_ino for p in mnt.rglob("*") if p.is_file()}
+    again = await make_engine().sync_once()
+    assert first.copied == 30
+    assert again.copied == 0 and again.bytes == 0 and again.ok
+    assert {p: p.stat().st_ino for p in mnt.rglob("*") if p.is_file()} == inodes
+
+
+async def test_changes_made_while_down_are_found(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """A restart compares the tree with the state DB: modified, added and deleted files are all handled."""
+    for i in range(6):
+        write(src / f"f{i}", str(i))
+    await make_engine().sync_once()
+    write(src / "f0", "modified, longer")
+    write(src / "new", "n")
+    (src / "f1").unlink()
+    report = await make_engine().sync_once()
+    assert (report.copied, report.deleted) == (2, 1)
+    assert tree(mnt) == tree(src)
+
+
+async def test_mirror_deletes_and_prunes_empty_folders(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """What left the source leaves the mount, with the folders it leaves empty; keep mode deletes nothing."""
+    for rel in ["keep/a", "keep/b", "gone/deep/c", "gone/d", "e", "f"]:
+        write(src / rel, rel)
+    await make_engine(max_delete=1.0).sync_once()
+    for rel in ["gone/deep/c", "gone/d"]:
+        (src / rel).unlink()
+    report = await make_engine(max_delete=1.0).sync_once()
+    assert report.deleted == 2
+    assert tree(mnt) == tree(src)
+    assert not (mnt / "gone").exists() and empty_folders(mnt) == []
+    (src / "e").unlink()
+    kept = await make_engine(delete="keep").sync_once()
+    assert kept.deleted == 0 and (mnt / "e").exists()
+
+
+async def test_max_delete_rail_refuses_and_keeps_copying(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """Deleting more than max_delete of the mount is refused, logged and reported, and new files still arrive."""
+    for i in range(10):
+        write(src / f"f{i}", str(i))
+    await make_engine().sync_once()
+    for i in range(6):
+        (src / f"f{i}").unlink()
+    write(src / "new", "n")
+    engine = make_engine(max_delete=0.5)
+    with capture_logs() as logs:
+        report = await engine.sync_once()
+    assert report.refused_delete and not report.ok and report.deleted == 0
+    assert (mnt / "new").read_text() == "n"
+    assert all((mnt / f"f{i}").exists() for i in range(6))
+    refused = [e for e in logs if e["event"] == "sync.delete_refused"]
+    assert refused and refused[0]["deletes"] == 6 and refused[0]["mount_files"] == 11
+    assert engine.status()["delete_refused"] == 6
+
+
+async def test_renamed_folder_arrives_at_new_path_and_leaves_old(
+    src: Path, mnt: Path, make_engine: EngineFactory
+) -> None:
+    """Renaming a folder that holds the whole dataset moves the copies in the mount, with no rail tripped."""
+    for i in range(8):
+        write(src / "old" / "sub" / f"f{i}", str(i) * 100)
+    await make_engine().sync_once()
+    inode = (mnt / "old" / "sub" / "f3").stat().st_ino
+    (src / "old").rename(src / "new")
+    report = await make_engine().sync_once()
+    assert report.ok and report.deleted == 0 and report.bytes == 0
+    assert tree(mnt) == tree(src)
+    assert not (mnt / "old").exists()
+    assert (mnt / "new" / "sub" / "f3").stat().st_ino == inode
+
+
+async def test_state_dir_inside_source_is_never_synced(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """The agent's own state folder, when it lives in the source, never reaches the mount."""
+    write(src / "data.csv", "d")
+    report = await make_engine(state_dir=src / ".domino-sync" / "state").sync_once()
+    assert report.ok and set(tree(mnt)) == {"data.csv"}
+
+
+async def test_missing_mount_creates_and_fills_nothing(src: Path, tmp_path: Path, make_engine: EngineFactory) -> None:
+    """With the mount missing, once reports why and creates nothing."""
+    write(src / "a/b", "x")
+    gone = tmp_path / "not-mounted"
+    report = await make_engine(mount=gone).sync_once()
+    assert report.mount_problem is not None and "missing" in report.mount_problem
+    assert not report.ok and report.copied == 0
+    assert not gone.exists()
+
+
+async def test_read_only_mount_is_refused(
+    src: Path, make_engine: EngineFactory, tmpfs: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only mount (a real ro tmpfs) is reported not writable and nothing is attempted."""
+    write(src / "f", "x")
+    ro = tmpfs(readonly=True)
+    report = await make_engine(mount=ro).sync_once()
+    assert report.mount_problem is not None and "not writable" in report.mount_problem
+    assert report.copied == 0
+
+
+async def test_enospc_is_reported_and_never_recorded(
+    src: Path, mnt: Path, state: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full mount fails the file after retries, leaves no temp file and no row; the next pass succeeds."""
+    write(src / "f", "data")
+    calls = []
+
+    def full(fi: int, fo: int, halt: threading.Event | None = None) -> int:
+        calls.append(1)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(copier_mod, "stream", full)
+    engine = make_engine(once_attempts=2)
+    report = await engine.sync_once()
+    engine.close()
+    assert [path for path, _ in report.failed] == ["f"] and "No space" in report.failed[0][1]
+    assert len(calls) == 2
+    assert list(mnt.iterdir()) == []
+    db = StateDB(state / "state.db")
+    assert db.load() == {}
+    db.close()
+    monkeypatch.undo()
+    again = await make_engine().sync_once()
+    assert again.ok and (mnt / "f").read_text() == "data"
+
+
+async def test_real_enospc_on_a_small_tmpfs(src: Path, make_engine: EngineFactory, tmpfs: Callable[..., Path]) -> None:
+    """On a real full filesystem the big file fails with ENOSPC, small files still land, no temp is left."""
+    small = tmpfs("1m")
+    write(src / "big", os.urandom(2 << 20))
+    write(src / "small", "s")
+    report = await make_engine(mount=small, once_attempts=1).sync_once()
+    assert [path for path, _ in report.failed] == ["big"]
+    assert (small / "small").read_text() == "s" and not (small / "big").exists()
+    assert temps(small) == []
+
+
+async def test_file_modified_mid_copy_settles_again(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """A file written during its copy is not installed half-way: the final version arrives after it settles."""
+    write(src / "f", "first")
+    hits: list[str] = []
+
+    def modify_once(rel: str) -> None:
+        if not hits:
+            hits.append(rel)
+            with (src / rel).open("a") as handle:
+                handle.write(" second")
+
+    with capture_logs() as logs:
+        report = await make_engine(settle=0.1, copy_hook=modify_once).sync_once()
+    assert report.ok and hits == ["f"]
+    assert (mnt / "f").read_text() == "first second"
+    assert any(e["event"] == "sync.changed_during_copy" for e in logs)
+
+
+async def test_vanished_file_is_not_an_error(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """A file deleted while it is being copied is simply not synced; the pass is still ok."""
+    write(src / "f", "x")
+    write(src / "g", "y")
+
+    def remove_f(rel: str) -> None:
+        if rel == "f":
+            (src / rel).unlink()
+
+    report = await make_engine(copy_hook=remove_f).sync_once()
+    assert report.ok and tree(mnt) == {"g": b"y"}
+
+
+async def test_crash_leftover_temps_are_removed_at_start(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """Temp files a crash left in the mount are removed before anything is copied."""
+    write(src / "f", "x")
+    write(mnt / "deep" / temp_name("half.csv"), "partial")
+    report = await make_engine().sync_once()
+    assert report.ok and temps(mnt) == []
+
+
+async def test_files_that_never_settle_fail_the_pass(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """A file still being written when the settle limit runs out is reported, not copied half-way."""
+    write(src / "log", "start\n")
+    write(src / "ok", "fine")
+    stop = threading.Event()
+
+    def append() -> None:
+        while not stop.wait(0.03):
+            with (src / "log").open("a") as handle:
+                handle.write("more\n")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, append)
+        try:
+            report = await make_engine(settle=0.3, once_settle_limit=0.6).sync_once()
+        finally:
+            stop.set()
+    assert [path for path, _ in report.failed] == ["log"]
+    assert "still changing" in report.failed[0][1]
+    assert (mnt / "ok").read_text() == "fine" and not (mnt / "log").exists()
+
+
+async def test_facts_are_emitted(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """FileChanged, then FileSynced (with the first line of marker files), then FileDeleted are reported."""
+    facts: list[Fact] = []
+    write(src / "data.csv", "1,2")
+    write(src / "out" / "_SUCCESS", "run-7\n")
+    await make_engine(on_fact=facts.append, marker_names=frozenset({"_SUCCESS"})).sync_once()
+    changed = {f.path for f in facts if isinstance(f, FileChanged)}
+    synced = {f.path: f for f in facts if isinstance(f, FileSynced)}
+    assert changed == {"data.csv", "out/_SUCCESS"}
+    assert synced["out/_SUCCESS"].first_line == "run-7" and synced["data.csv"].first_line is None
+    assert synced["data.csv"].size == 3
+    (src / "data.csv").unlink()
+    facts.clear()
+    await make_engine(on_fact=facts.append, max_delete=1.0).sync_once()
+    assert [f.path for f in facts if isinstance(f, FileDeleted)] == ["data.csv"]
+
+
+async def test_plan_is_a_dry_run(src: Path, mnt: Path, state: Path, make_engine: EngineFactory) -> None:
+    """`plan()` lists copies, moves and deletes and changes nothing in the mount, the source or the state."""
+    write(src / "a", "a")
+    write(src / "b", "b")
+    await make_engine().sync_once()
+    (src / "a").rename(src / "a2")
+    (src / "b").unlink()
+    write(src / "c", "c")
+    before = tree(mnt)
+    plan = await make_engine(max_delete=1.0).plan()
+    assert plan.copy == ("c",) and plan.move == (("a", "a2"),) and plan.delete == ("b",)
+    assert not plan.refused_delete and plan.mount_problem is None
+    assert tree(mnt) == before and list(mnt.iterdir())
+    db = StateDB(state / "state.db")
+    assert set(db.load()) == {"a", "b"}
+    db.close()
+
+
+async def test_probe_failure_blocks_everything(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the writability probe fails, once reports the mount problem and writes nothing."""
+    write(src / "f", "x")
+
+    def refuse(folder: str) -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(mount_mod, "probe_write", refuse)
+    report = await make_engine().sync_once()
+    assert report.mount_problem is not None and "EACCES" in report.mount_problem
+    assert list(mnt.iterdir()) == []

@@ -1,0 +1,220 @@
+"""SyncEngine in daemon mode (`run`): events, rescans, the mount guard, retries, the rail, status."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+from sync.sync_kit import EngineFactory, running, temps, tree, wait_for
+
+from agent.facts import Fact, FileChanged, FileSynced
+from agent.sync import copier as copier_mod
+from agent.sync import mount as mount_mod
+from agent.sync.watcher import ScriptedWatcher
+
+
+def write(path: Path, data: str = "x") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data)
+
+
+async def test_changes_are_synced_within_moments(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """Files created, modified, renamed and deleted while the daemon runs reach the mount shortly after."""
+    facts: list[Fact] = []
+    write(src / "before", "already here")
+    engine = make_engine(settle=0.1, max_delete=1.0, on_fact=facts.append)
+    async with running(engine):
+        assert engine.ready
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+        write(src / "a" / "new.txt", "new")
+        write(src / "before", "changed")
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+        (src / "a").rename(src / "b")
+        (src / "before").unlink()
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+    assert not (mnt / "a").exists() and temps(mnt) == []
+    assert any(isinstance(f, FileChanged) and f.path == "a/new.txt" for f in facts)
+    assert any(isinstance(f, FileSynced) and f.path == "b/new.txt" for f in facts)
+    status = engine.status()
+    assert status["mount_ok"] and status["errors"] == 0 and status["last_scan_files"] == 1
+
+
+async def test_missed_events_are_caught_by_the_periodic_rescan(
+    src: Path, mnt: Path, make_engine: EngineFactory
+) -> None:
+    """With a watcher that reports nothing, the periodic full scan still finds and syncs every change."""
+    watcher = ScriptedWatcher()
+    engine = make_engine(settle=0.05, rescan=0.3, watcher_factory=watcher)
+    async with running(engine):
+        write(src / "silent.txt", "no event for me")
+        await wait_for(lambda: tree(mnt) == tree(src), 5)
+    assert watcher.started
+
+
+async def test_a_large_batch_triggers_a_full_scan(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """A batch of 1,000+ events (inotify may have overflowed) triggers a full scan that finds unreported files."""
+    watcher = ScriptedWatcher()
+    engine = make_engine(settle=0.05, rescan=3600, watcher_factory=watcher)
+    async with running(engine):
+        first_scan = engine.status()["last_scan_at"]
+        write(src / "unreported.txt", "u")
+        watcher.push([f"{src}/ghost-{i}" for i in range(1000)])
+        await wait_for(lambda: (mnt / "unreported.txt").exists(), 5)
+        assert engine.status()["last_scan_at"] > first_scan
+
+
+async def test_request_scan_finds_unreported_files(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """`request_scan()` runs a full scan soon, without waiting for the rescan interval."""
+    engine = make_engine(settle=0.05, rescan=3600, watcher_factory=ScriptedWatcher())
+    async with running(engine):
+        write(src / "x", "x")
+        engine.request_scan()
+        await wait_for(lambda: (mnt / "x").exists(), 5)
+
+
+async def test_missing_then_returning_mount(src: Path, tmp_path: Path, make_engine: EngineFactory) -> None:
+    """With the mount gone the daemon is not ready and creates nothing; when it returns, everything arrives."""
+    mount = tmp_path / "dataset"
+    write(src / "a" / "f1", "one")
+    engine = make_engine(settle=0.05, mount=mount, mount_retry_cap=0.2)
+    with capture_logs() as logs:
+        async with running(engine):
+            assert not engine.ready
+            write(src / "a" / "f2", "two")
+            await wait_for(lambda: "f2" in str(engine.pending()), 5)
+            assert not mount.exists()
+            assert "missing" in (engine.status()["mount_problem"] or "")
+            mount.mkdir()
+            await wait_for(lambda: tree(mount) == tree(src) and engine.idle(), 10)
+            assert engine.ready
+            shutil.rmtree(mount)
+            write(src / "a" / "f3", "three")
+            await wait_for(lambda: not engine.ready, 10)
+            assert not mount.exists()
+            mount.mkdir()
+            await wait_for(lambda: tree(mount) == tree(src) and engine.idle(), 10)
+    events = [e["event"] for e in logs]
+    assert "sync.mount_unavailable" in events and "sync.mount_ok" in events
+
+
+async def test_unwritable_mount_pauses_and_resumes(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When writes fail with EROFS and the probe fails too, the daemon reports not ready, then resumes."""
+    broken = threading.Event()
+    broken.set()
+    real_probe = mount_mod.probe_write
+    real_stream = copier_mod.stream
+
+    def probe(folder: str) -> None:
+        if broken.is_set():
+            raise OSError(errno.EROFS, "Read-only file system")
+        real_probe(folder)
+
+    def stream(fi: int, fo: int, halt: threading.Event | None = None) -> int:
+        if broken.is_set():
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_stream(fi, fo, halt)
+
+    monkeypatch.setattr(mount_mod, "probe_write", probe)
+    monkeypatch.setattr(copier_mod, "stream", stream)
+    write(src / "f", "x")
+    engine = make_engine(settle=0.05, mount_retry_cap=0.2)
+    async with running(engine):
+        assert not engine.ready and "EROFS" in (engine.status()["mount_problem"] or "")
+        await wait_for(lambda: bool(engine.pending()), 5)
+        assert list(mnt.iterdir()) == []
+        broken.clear()
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.ready, 10)
+
+
+async def test_write_errors_are_retried_with_backoff(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC on write is retried with backoff, counted in status, and the file lands once space is back."""
+    failures = []
+    real_stream = copier_mod.stream
+
+    def flaky(fi: int, fo: int, halt: threading.Event | None = None) -> int:
+        if len(failures) < 2:
+            failures.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_stream(fi, fo, halt)
+
+    monkeypatch.setattr(copier_mod, "stream", flaky)
+    write(src / "f", "data")
+    engine = make_engine(settle=0.05, retry_cap=0.3)
+    async with running(engine):
+        await wait_for(lambda: tree(mnt) == tree(src), 10)
+    status = engine.status()
+    assert status["errors"] == 2 and "No space" in status["last_error"]
+    assert temps(mnt) == []
+
+
+async def test_delete_rail_in_daemon_mode(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """Emptying most of the source is refused and reported in status, while new files keep arriving."""
+    for i in range(10):
+        write(src / f"f{i}", str(i))
+    engine = make_engine(settle=0.1, max_delete=0.5)
+    with capture_logs() as logs:
+        async with running(engine):
+            await wait_for(lambda: tree(mnt) == tree(src), 10)
+            for i in range(8):
+                (src / f"f{i}").unlink()
+            await wait_for(lambda: engine.status()["delete_refused"] == 8, 10)
+            write(src / "late", "still copied")
+            await wait_for(lambda: (mnt / "late").exists(), 10)
+    assert all((mnt / f"f{i}").exists() for i in range(10))
+    assert any(e["event"] == "sync.delete_refused" for e in logs)
+
+
+async def test_file_modified_mid_copy_ends_up_complete(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """A write during the copy discards the temp; the final content arrives once the file settles again."""
+    hits: list[str] = []
+
+    def modify_once(rel: str) -> None:
+        if not hits:
+            hits.append(rel)
+            with (src / rel).open("a") as handle:
+                handle.write("-more")
+
+    write(src / "f", "data")
+    engine = make_engine(settle=0.1, copy_hook=modify_once)
+    async with running(engine):
+        await wait_for(lambda: (mnt / "f").exists() and engine.idle(), 10)
+    assert (mnt / "f").read_text() == "data-more"
+    assert temps(mnt) == []
+
+
+async def test_restart_resumes_without_recopying(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """A daemon restarted on the same state only copies what changed while it was down."""
+    for i in range(20):
+        write(src / f"f{i}", str(i))
+    async with running(make_engine(settle=0.05)) as first:
+        await wait_for(lambda: tree(mnt) == tree(src) and first.idle(), 10)
+    write(src / "f0", "changed while down")
+    second = make_engine(settle=0.05)
+    async with running(second):
+        await wait_for(lambda: tree(mnt) == tree(src) and second.idle(), 10)
+    assert second.status()["copies"] == 1
+
+
+async def test_source_folder_missing_is_reported_not_wiped(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """A source that disappears deletes nothing from the mount; it is reported and picked up when back."""
+    write(src / "f", "x")
+    engine = make_engine(settle=0.05, rescan=0.2, max_delete=1.0)
+    async with running(engine):
+        await wait_for(lambda: (mnt / "f").exists(), 5)
+        shutil.rmtree(src)
+        await wait_for(lambda: engine.status()["source_problem"] is not None, 10)
+        assert (mnt / "f").exists()
+        os.mkdir(src)
+        write(src / "f", "x")
+        write(src / "g", "y")
+        await wait_for(lambda: (mnt / "g").exists() and engine.status()["source_problem"] is None, 15)
+    assert (mnt / "f").exists()

@@ -1,0 +1,142 @@
+"""The engine's bookkeeping without I/O: settling into jobs, moves, delete passes, results and facts."""
+
+from __future__ import annotations
+
+from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
+from agent.sync.copier import CopyResult, Outcome
+from agent.sync.ledger import Ledger
+from agent.sync.settle import NS, FileStat
+from agent.sync.statedb import Row
+
+
+def fs(size: int, t: float, ino: int = 1) -> FileStat:
+    return FileStat(size, int(t * NS), int(t * NS), ino, 0o100644)
+
+
+def row(f: FileStat) -> Row:
+    return (f.size, f.mtime_ns, f.ino, 0o644)
+
+
+def ledger(rows: dict[str, Row] | None = None, settle: float = 1.0, mirror: bool = True) -> tuple[Ledger, list[Fact]]:
+    facts: list[Fact] = []
+    return Ledger(dict(rows or {}), settle, mirror, facts.append), facts
+
+
+def test_settled_file_becomes_a_job_and_its_sync_a_fact() -> None:
+    """An old file is queued at once; its copy result records the row, clears pending and emits FileSynced."""
+    book, facts = ledger()
+    f = fs(10, 100.0)
+    book.observe("a", f, 200.0)
+    assert list(book.ready) == ["a"]
+    assert facts == [FileChanged("a", 200.0)]
+    jobs = book.take_batch(4, 256, 1 << 20)
+    assert [j.path for j in jobs] == ["a"] and book.inflight == {"a"}
+    book.apply(jobs, [CopyResult("a", Outcome.COPIED, stat=f, bytes=10)], 201.0)
+    assert book.rows["a"] == row(f)
+    assert book.pending() == {} and not book.inflight
+    assert facts[-1] == FileSynced("a", 10, 201.0, None)
+    assert book.counters.copies == 1 and book.counters.bytes == 10
+
+
+def test_fresh_file_waits_and_is_due_later() -> None:
+    """A file still being written is pending, not queued, and comes due after `settle`."""
+    book, _ = ledger(settle=1.0)
+    book.observe("a", fs(1, 100.0), 100.0)
+    assert not book.ready and book.pending() == {"a": 100.0}
+    assert book.due(100.5) == []
+    assert book.due(101.0) == ["a"]
+    book.observe("a", fs(1, 100.0), 101.0)
+    assert list(book.ready) == ["a"]
+
+
+def test_unchanged_file_is_not_tracked() -> None:
+    """A file equal to its row needs nothing and emits nothing."""
+    f = fs(5, 100.0)
+    book, facts = ledger({"a": row(f)})
+    book.observe("a", f, 200.0)
+    assert not book.ready and not book.settler and facts == []
+
+
+def test_renamed_file_becomes_a_move() -> None:
+    """A new path with the inode, size and mtime of a vanished row is moved, not copied, and not deleted."""
+    f = fs(5, 100.0, ino=9)
+    book, facts = ledger({"old": row(f)})
+    book.observe("old", None, 200.0)
+    book.observe("new", f, 200.0)
+    [job] = book.take_batch(4, 256, 1 << 20)
+    assert job.move_from == "old"
+    assert book.deletable(300.0) == []
+    book.apply([job], [CopyResult("new", Outcome.MOVED, stat=f, moved_from="old")], 201.0)
+    assert set(book.rows) == {"new"} and not book.absent
+    assert FileDeleted("old", 201.0) in facts and FileSynced("new", 5, 201.0, None) in facts
+
+
+def test_deletes_wait_for_a_quiet_storm() -> None:
+    """Absent files are deleted in one pass only after no new absence was seen for `settle`."""
+    rows = {f"f{i}": (1, i, i, 0o644) for i in range(4)}
+    book, facts = ledger(rows, settle=1.0)
+    book.observe("f0", None, 100.0)
+    book.observe("f1", None, 100.8)
+    assert book.deletable(101.5) == []
+    assert sorted(book.deletable(101.8)) == ["f0", "f1"]
+    book.apply_deletes([("f0", None), ("f1", None)], 102.0)
+    assert set(book.rows) == {"f2", "f3"}
+    assert [f for f in facts if isinstance(f, FileDeleted)] == [FileDeleted("f0", 102.0), FileDeleted("f1", 102.0)]
+
+
+def test_keep_mode_tracks_no_deletes() -> None:
+    """In keep mode an absent file is not a delete candidate and its row stays."""
+    book, _ = ledger({"a": (1, 1, 1, 0o644)}, mirror=False)
+    book.observe("a", None, 100.0)
+    assert not book.absent and book.deletable(1000.0) == [] and "a" in book.rows
+
+
+def test_change_during_copy_reschedules() -> None:
+    """A copy that reports the source changed leaves the file pending with the new signature, due later."""
+    book, _ = ledger(settle=0.5)
+    first = fs(1, 90.0)
+    book.observe("a", first, 100.0)
+    jobs = book.take_batch(1, 10, 1 << 20)
+    newer = fs(2, 100.2)
+    book.apply(jobs, [CopyResult("a", Outcome.CHANGED, stat=newer)], 100.3)
+    watch = book.settler.get("a")
+    assert watch is not None and watch.sig == newer
+    assert "a" not in book.rows and not book.ready
+    assert book.due(100.8) == ["a"]
+
+
+def test_failures_back_off_and_count() -> None:
+    """A failed copy counts an error, keeps the file pending and schedules a retry after a backoff."""
+    book, _ = ledger()
+    book.observe("a", fs(1, 10.0), 100.0)
+    jobs = book.take_batch(1, 10, 1 << 20)
+    [failure] = book.apply(
+        jobs, [CopyResult("a", Outcome.FAILED, error="mount: No space", errno=28, mount_side=True)], 100.0
+    )
+    assert failure.attempt == 1 and failure.mount_side and failure.retry_at is not None
+    assert failure.retry_at > 100.0
+    assert book.counters.errors == 1 and "No space" in (book.counters.last_error or "")
+    assert "a" not in book.rows and "a" in book.pending()
+    assert book.due(failure.retry_at) == ["a"]
+
+
+def test_batches_spread_small_files_and_isolate_big_ones() -> None:
+    """Small files are spread over the workers in batches; a big file travels alone."""
+    book, _ = ledger()
+    for i in range(10):
+        book.observe(f"s{i}", fs(100, 10.0, ino=i), 100.0)
+    book.observe("big", fs(5 << 20, 10.0, ino=99), 100.0)
+    first = book.take_batch(4, 256, 1 << 30)
+    assert len(first) == 3 and all(j.expect.size == 100 for j in first)
+    sizes = []
+    while book.ready:
+        sizes.append([j.path for j in book.take_batch(4, 256, 1 << 30)])
+    assert ["big"] in sizes
+
+
+def test_vanished_pending_file_is_forgotten() -> None:
+    """A file that appears and vanishes before it is synced leaves nothing pending and nothing to delete."""
+    book, _ = ledger(settle=5.0)
+    book.observe("tmp", fs(1, 100.0), 100.0)
+    book.observe("tmp", None, 100.5)
+    assert book.pending() == {} and not book.absent and not book.settler

@@ -1,0 +1,176 @@
+"""Walking the source: ignore patterns, pruned folders, symlinks, odd file types and odd names."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+from agent.config import DEFAULT_IGNORE
+from agent.errors import SourceError
+from agent.sync.scan import IgnoreMatcher, Walker
+
+
+def walker(root: Path, ignore: tuple[str, ...] = DEFAULT_IGNORE, prune: tuple[str, ...] = ()) -> Walker:
+    return Walker(str(root), IgnoreMatcher(ignore), prune)
+
+
+@pytest.mark.parametrize(
+    ("patterns", "path", "is_dir", "expected"),
+    [
+        (DEFAULT_IGNORE, "a/b/report.tmp", False, True),
+        (DEFAULT_IGNORE, "upload.part", False, True),
+        (DEFAULT_IGNORE, "x/.~lock.doc#", False, True),
+        (DEFAULT_IGNORE, "~$book.xlsx", False, True),
+        (DEFAULT_IGNORE, "data.csv", False, False),
+        (("build/",), "build", True, True),
+        (("build/",), "build", False, False),
+        (("build/",), "x/build/out.o", False, True),
+        (("/top.txt",), "top.txt", False, True),
+        (("/top.txt",), "sub/top.txt", False, False),
+        (("*.log", "!keep.log"), "a/keep.log", False, False),
+        (("*.log", "!keep.log"), "a/other.log", False, True),
+        (("logs/**/*.gz",), "logs/2024/a.gz", False, True),
+    ],
+)
+def test_ignore_patterns_have_gitignore_semantics(
+    patterns: tuple[str, ...], path: str, is_dir: bool, expected: bool
+) -> None:
+    """Patterns match as in .gitignore: anchoring, folder-only patterns, negation, `**`, files under folders."""
+    assert IgnoreMatcher(patterns).ignored(path, is_dir) is expected
+
+
+def test_scan_lists_files_and_skips_ignored(src: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan finds regular files by '/'-path, leaves out ignored ones and does not descend ignored folders."""
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "x.csv").write_text("x")
+    (src / "top.txt").write_text("t")
+    (src / "half.part").write_text("p")
+    (src / "build").mkdir()
+    (src / "build" / "inner.txt").write_text("i")
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def spy(path: str) -> os.ScandirIterator[str]:
+        listed.append(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", spy)
+    result = walker(src, (*DEFAULT_IGNORE, "build/")).scan({})
+    assert set(result.changed) == {"a/b/x.csv", "top.txt"}
+    assert result.files == 2
+    assert not any(p.endswith("/build") for p in listed)
+
+
+def test_scan_compares_with_known_rows(src: Path) -> None:
+    """Files whose size, mtime, inode and mode match their row are seen but not reported as changed."""
+    (src / "same").write_text("1")
+    (src / "other").write_text("2")
+    st = os.stat(src / "same")
+    known = {"same": (st.st_size, st.st_mtime_ns, st.st_ino, stat.S_IMODE(st.st_mode)), "gone": (1, 1, 1, 0o644)}
+    result = walker(src).scan(known)
+    assert set(result.changed) == {"other"}
+    assert result.seen == {"same", "other"}
+    assert result.missing(known) == ["gone"]
+
+
+def test_pruned_folder_is_never_walked(src: Path) -> None:
+    """The agent's own state folder inside the source is left out entirely."""
+    (src / ".domino-sync" / "state").mkdir(parents=True)
+    (src / ".domino-sync" / "state" / "state.db").write_text("db")
+    (src / "data.txt").write_text("d")
+    result = walker(src, prune=(".domino-sync/state",)).scan({})
+    assert set(result.changed) == {"data.txt"}
+
+
+def test_symlinks_inside_the_root_are_followed_to_files_only(src: Path, tmp_path: Path) -> None:
+    """A link to a file inside the root is synced as that file; links out of the root, to folders or broken
+    ones are skipped with a reason."""
+    (src / "real.txt").write_text("content")
+    (src / "sub").mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret")
+    (src / "in-link").symlink_to("real.txt")
+    (src / "out-link").symlink_to(outside)
+    (src / "dir-link").symlink_to("sub")
+    (src / "broken").symlink_to("nowhere")
+    (src / "escape").symlink_to("../outside.txt")
+    result = walker(src).scan({})
+    assert set(result.changed) == {"real.txt", "in-link"}
+    assert result.changed["in-link"].ino == os.stat(src / "real.txt").st_ino
+    reasons = dict(result.skipped)
+    assert reasons["out-link"] == "symlink out of the source"
+    assert reasons["escape"] == "symlink out of the source"
+    assert reasons["dir-link"] == "symlink to a folder"
+    assert reasons["broken"] == "broken symlink"
+
+
+def test_fifos_sockets_and_devices_are_skipped(src: Path) -> None:
+    """Special files are reported as skipped with their kind, never listed as files."""
+    os.mkfifo(src / "pipe")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(src / "sock"))
+    try:
+        kinds = {"pipe": "fifo", "sock": "socket"}
+        try:
+            os.mknod(src / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+            kinds["null"] = "character device"
+        except PermissionError:
+            pass
+        (src / "plain").write_text("p")
+        result = walker(src).scan({})
+    finally:
+        sock.close()
+    assert set(result.changed) == {"plain"}
+    assert dict(result.skipped) == kinds
+
+
+def test_odd_names_and_deep_folders(src: Path) -> None:
+    """Spaces, unicode, newlines, 255-byte names and 40-deep folders are listed with exact paths."""
+    names = ["with space.txt", "ünïcødé-文件.txt", "new\nline.txt", "x" * 255]
+    for name in names:
+        (src / name).write_text(name)
+    deep = src.joinpath(*[f"d{i}" for i in range(40)])
+    deep.mkdir(parents=True)
+    (deep / "bottom.txt").write_text("b")
+    result = walker(src).scan({})
+    deep_rel = "/".join(f"d{i}" for i in range(40)) + "/bottom.txt"
+    assert set(result.changed) == {*names, deep_rel}
+
+
+def test_unreadable_folder_is_reported_and_hides_nothing(src: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder that cannot be listed is reported, and rows under it are not taken for deleted."""
+    (src / "locked").mkdir()
+    (src / "locked" / "f").write_text("f")
+    real_scandir = os.scandir
+
+    def refuse(path: str) -> os.ScandirIterator[str]:
+        if path.endswith("/locked"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    result = walker(src).scan({})
+    assert result.unreadable == ["locked"]
+    assert result.missing({"locked/f": (1, 1, 1, 0o644), "gone": (1, 1, 1, 0o644)}) == ["gone"]
+
+
+def test_missing_source_raises_source_error(tmp_path: Path) -> None:
+    """A source folder that is not there is a SourceError naming it, not an empty tree."""
+    with pytest.raises(SourceError, match="cannot be read"):
+        walker(tmp_path / "nope").scan({})
+
+
+def test_stat_paths_walks_folders_named_by_events(src: Path) -> None:
+    """A path that is now a folder is walked; files, absences and the folder itself are told apart."""
+    (src / "newdir" / "deep").mkdir(parents=True)
+    (src / "newdir" / "deep" / "f.txt").write_text("f")
+    (src / "file.txt").write_text("x")
+    states, sub = walker(src).stat_paths(["newdir", "file.txt", "gone.txt"], {})
+    assert states["file.txt"] is not None and states["file.txt"].size == 1
+    assert states["gone.txt"] is None
+    assert sub.folders == ["newdir"]
+    assert set(sub.changed) == {"newdir/deep/f.txt"}

@@ -1,0 +1,60 @@
+"""The state DB's `files` table: WAL, round trips of any name, one transaction per batch, clear errors."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.errors import StateError
+from agent.sync.statedb import StateDB
+
+
+def test_rows_round_trip_with_any_name(tmp_path: Path) -> None:
+    """Rows survive a reopen, including names with newlines, unicode and bytes that are not UTF-8."""
+    odd = os.fsdecode(b"bad-\xff-name")
+    db = StateDB(tmp_path / "state.db")
+    db.record(put=[("a/b.txt", (3, 10, 5, 0o644)), ("new\nline ü", (1, 2, 3, 0o600)), (odd, (4, 4, 4, 0o644))])
+    db.close()
+    again = StateDB(tmp_path / "state.db")
+    assert again.load() == {
+        "a/b.txt": (3, 10, 5, 0o644),
+        "new\nline ü": (1, 2, 3, 0o600),
+        odd: (4, 4, 4, 0o644),
+    }
+    again.close()
+
+
+def test_record_upserts_and_drops_in_one_call(tmp_path: Path) -> None:
+    """`record` replaces existing rows and deletes dropped ones together."""
+    db = StateDB(tmp_path / "state.db")
+    db.record(put=[("a", (1, 1, 1, 0o644)), ("b", (2, 2, 2, 0o644))])
+    db.record(put=[("a", (9, 9, 9, 0o600))], drop=["b"])
+    assert db.load() == {"a": (9, 9, 9, 0o600)}
+    db.close()
+
+
+def test_wal_mode_and_only_our_table(tmp_path: Path) -> None:
+    """The DB runs in WAL mode and this module creates only the `files` table, leaving others' tables alone."""
+    path = tmp_path / "state.db"
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE queue (id INTEGER PRIMARY KEY)")
+    other.commit()
+    db = StateDB(path)
+    db.record(put=[("x", (1, 1, 1, 0o644))])
+    tables = {row[0] for row in other.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    mode = other.execute("PRAGMA journal_mode").fetchone()[0]
+    other.close()
+    db.close()
+    assert tables == {"queue", "files"}
+    assert mode == "wal"
+
+
+def test_unopenable_db_raises_state_error(tmp_path: Path) -> None:
+    """A state path that cannot hold a DB raises StateError naming state_dir."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StateError, match="state_dir"):
+        StateDB(blocker / "state.db")
