@@ -24,6 +24,7 @@ import anyio
 from agent.api.client import ClientSettings, DatasetsClient
 from agent.api.models import Dataset, Dialect
 from agent.bootstrap import bootstrap
+from agent.cli.progress import show_first_sync
 from agent.config import Config, MarkerWhen
 from agent.errors import AgentError, ApiError, ConfigError
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualRequest, Tick
@@ -64,12 +65,14 @@ class Agent:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         listen_port: int | None = None,
+        progress: bool = False,
     ) -> None:
         self.config = config
         self.env = os.environ if env is None else env
         self.clock = clock
         self.metrics = Metrics()
         self.listen_port = config.server.port if listen_port is None else listen_port
+        self.progress = progress
         self.bound_port: int | None = None
         self.dataset: Dataset | None = None
         self.engine: SyncEngine | None = None
@@ -312,6 +315,9 @@ class Agent:
             "last_error": self.last_error,
         }
 
+    def _sync_status(self) -> dict[str, Any] | None:
+        return self.engine.status() if self.engine is not None else None
+
     def metrics_text(self) -> bytes:
         return self.metrics.render()
 
@@ -341,6 +347,8 @@ class Agent:
             tg.start_soon(self._watch_signals, tg)
             tg.start_soon(self.queue.run)
             tg.start_soon(self._ticker)
+            if self.progress:
+                tg.start_soon(show_first_sync, self._sync_status)
             self._engine_scope = anyio.CancelScope()
             tg.start_soon(self._run_engine)
         return 0
@@ -396,7 +404,12 @@ class Agent:
         """Burst mode: sync everything pending, apply the rules, drain the queue. Returns (exit code, summary)."""
         async with self._assembled(retry_bootstrap=False):
             assert self.engine is not None and self.queue is not None
-            report: SyncReport = await self.engine.sync_once()
+            done = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                if self.progress:
+                    tg.start_soon(show_first_sync, self._sync_status, done.is_set)
+                report: SyncReport = await self.engine.sync_once()
+                done.set()  # the bar draws its final count and returns
             self.on_fact(Tick(self.clock()))
             self._flush_rules_state()
             drained = await self.queue.drain(timeout=drain_timeout)

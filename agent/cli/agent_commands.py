@@ -11,6 +11,7 @@ import aiohttp
 import anyio
 import click
 
+from agent.cli.progress import wants_progress
 from agent.config import Config, load_config
 from agent.errors import AgentError
 from agent.logs import configure_logging
@@ -21,10 +22,13 @@ CONFIG_OPTION = click.option(
 )  # fmt: skip
 
 
-def _load(ctx: click.Context, path: Path) -> Config:
+def _load(ctx: click.Context, path: Path, quiet_default: bool = False) -> Config:
+    """Load the config and set up logging: flags, then the config. `quiet_default` shows only warnings unless a
+    level was asked for (a progress bar on a terminal reads badly between info lines)."""
     config = load_config(path)
     obj = ctx.find_root().obj or {}
-    configure_logging(obj.get("log_level") or config.log.level, obj.get("log_format") or config.log.format)
+    level = obj.get("log_level") or ("warning" if quiet_default else config.log.level)
+    configure_logging(level, obj.get("log_format") or config.log.format)
     return config
 
 
@@ -39,7 +43,7 @@ def run(ctx: click.Context, config_path: Path) -> None:
     config = _load(ctx, config_path)
     from agent.daemon import Agent
 
-    code = anyio.run(Agent(config).run)
+    code = anyio.run(Agent(config, progress=wants_progress()).run)
     sys.exit(code)
 
 
@@ -53,10 +57,11 @@ def once(ctx: click.Context, config_path: Path, dry_run: bool, timeout: float) -
 
     Exit 0 when everything was done, 1 when something could not be (the summary on stdout says what).
     """
-    config = _load(ctx, config_path)
+    progress = wants_progress()
+    config = _load(ctx, config_path, quiet_default=progress)
     from agent.daemon import Agent
 
-    agent = Agent(config)
+    agent = Agent(config, progress=progress)
     if dry_run:
         from agent.dryrun import dry_run as run_dry
 

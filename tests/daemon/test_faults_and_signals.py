@@ -16,9 +16,7 @@ from e2e_support import DATASET, make_config, running_agent, tree, wait_for_asyn
 from agent.emulator import EmulatorOptions, EmulatorThread
 
 
-async def test_every_action_completes_through_faults_and_within_the_rate(
-    emulator_factory: Any, tmp_path: Path
-) -> None:
+async def test_every_action_completes_through_faults_and_within_the_rate(emulator_factory: Any, tmp_path: Path) -> None:
     """With 30% of calls failing and a server rate limit, every drop still gets its tags, and the server never
     sees more than rate + burst requests in any second."""
     emu = await emulator_factory(fail_rate=0.3, rate_limit=6)
