@@ -77,6 +77,7 @@ class SourceConfig(_Model):
     max_delete: Share = 0.5
     rescan: Duration = 600.0
     copy_workers: int = Field(default=4, ge=1, le=64)
+    create: bool = False  # create source.path at start when it is missing (demos; off where the source is a mount)
 
 
 class GrantConfig(_Model):

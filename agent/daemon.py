@@ -134,6 +134,13 @@ class Agent:
             self.dataset = await self._bootstrap(client, retry=retry_bootstrap)
             self.mount = self._mount_for(endpoint, self.dataset.name)
             state_dir = self.config.state_dir
+            if self.config.source.create:
+                try:
+                    self.config.source.path.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ConfigError(
+                        "source.path", str(self.config.source.path), f"a folder ({exc.strerror})"
+                    ) from None
             try:
                 state_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
