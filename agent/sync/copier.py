@@ -32,6 +32,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from agent.sync.plan import parents
 from agent.sync.scan import to_filestat
 from agent.sync.settle import FileStat
 from agent.sync.statedb import Row
@@ -291,6 +292,9 @@ class Copier:
         finally:
             for _, temp, _, _ in staged:
                 _unlink(temp)
+            for job, maybe in zip(jobs, results, strict=True):
+                if (maybe is None or not maybe.done) and "/" in job.path:
+                    prune_empty(self.mount, job.path.rpartition("/")[0])  # folders made for a copy that failed
         return [
             r if r is not None else CopyResult(j.path, Outcome.FAILED, error="internal")
             for r, j in zip(results, jobs, strict=True)
@@ -349,8 +353,16 @@ class Copier:
     ) -> CopyResult | None:
         rel = job.path
         temp = folder + "/" + temp_name(rel.rpartition("/")[2])
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fo = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                fo = os.open(temp, flags, 0o600)
+            except FileNotFoundError:
+                # a delete pass or a move in another worker pruned the folder after we made sure of it
+                self._ensure_folders(rel, fresh=True)
+                fo = os.open(temp, flags, 0o600)
+        except _Conflict:
+            return CopyResult(rel, Outcome.CONFLICT, error="mount: a file is in the way of a folder")
         except OSError as exc:
             return _failed(rel, exc, True)
         keep = False
@@ -428,7 +440,11 @@ class Copier:
         folder = self._ensure_folders(job.path)
         dst = self.mount + "/" + job.path
         try:
-            os.replace(old, dst)
+            try:
+                os.replace(old, dst)
+            except FileNotFoundError:
+                self._ensure_folders(job.path, fresh=True)
+                os.replace(old, dst)
         except OSError as exc:
             if exc.errno in (E.EISDIR, E.ENOTEMPTY, E.EEXIST):
                 raise _Conflict from None
@@ -444,13 +460,15 @@ class Copier:
                 line = first_line(handle.fileno())
         return CopyResult(job.path, Outcome.MOVED, stat=fs, moved_from=job.move_from, first_line=line)
 
-    def _ensure_folders(self, rel: str) -> str:
+    def _ensure_folders(self, rel: str, *, fresh: bool = False) -> str:
         """Create the folders above `rel` inside the mount (never the mount itself); the parent's path."""
         head = rel.rpartition("/")[0]
         if not head:
             return self.mount
         target = self.mount + "/" + head
-        if target in self._folders:
+        if fresh:
+            self._folders.difference_update(self.mount + "/" + f for f in [head, *parents(head)])
+        elif target in self._folders:
             return target
         current = self.mount
         for part in head.split("/"):

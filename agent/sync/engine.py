@@ -5,7 +5,7 @@
 Two ways to run it:
 
 * `await engine.run()`: the daemon. Watches the source (watchfiles), scans it fully at start, every
-  `source.rescan` and after any batch of 1,000+ events (inotify can overflow silently), stats each changed
+  `source.rescan` and after every 1,000 events (inotify can overflow silently in a storm), stats each changed
   path again when its settle time comes, copies complete files in batches on `copy_workers` threads, and
   applies deletes in passes. Until cancelled.
 * `await engine.sync_once()`: burst mode. One full scan, wait for what is still being written to settle
@@ -45,7 +45,8 @@ from agent.sync.watcher import WatcherFactory, watchfiles_changes
 
 log = get_logger("agent.sync")
 
-LARGE_BATCH = 1000
+LARGE_BATCH = 1000  # events since the last full scan that call for another (inotify may overflow)
+STORM_QUIET = 1.0  # seconds without events after such a storm before the closing full scan
 CLEAN_MARKER = "sync.clean"
 
 
@@ -147,6 +148,9 @@ class SyncEngine:
         self._scan_wake: anyio.Event | None = None
         self._watch_stop: anyio.Event | None = None
         self._rewatch = False
+        self._events_since_scan = 0
+        self._last_event = 0.0
+        self._storm = False
         self._limiter: anyio.CapacityLimiter | None = None
         self._burst = False
         self._final: dict[str, str] = {}
@@ -394,8 +398,11 @@ class SyncEngine:
                 async for batch in self._watcher_factory(self._root, stop):
                     attempt = 0
                     self._dirty |= batch
-                    if len(batch) >= LARGE_BATCH:
-                        self.request_scan()
+                    self._events_since_scan += len(batch)
+                    self._last_event = time.monotonic()
+                    if self._events_since_scan >= LARGE_BATCH and not self._scan_requested:
+                        self.request_scan()  # inotify may have overflowed in a storm: trust a full scan
+                        self._storm = True  # ...and once more when it is over (lost events are not counted)
                     self._poke()
             except Exception as exc:
                 log.warning("sync.watch_failed", error=f"{exc.__class__.__name__}: {exc}")
@@ -420,8 +427,11 @@ class SyncEngine:
         while True:
             interval = self.source.rescan if failures == 0 else backoff_delay(failures, base=0.5, cap=5.0)
             while not self._scan_requested and time.monotonic() - last < interval:
+                if self._storm and time.monotonic() - self._last_event >= STORM_QUIET:
+                    self._storm = False
+                    break
                 self._scan_wake = anyio.Event()
-                with anyio.move_on_after(min(1.0, max(0.01, interval - (time.monotonic() - last)))):
+                with anyio.move_on_after(min(0.25, max(0.01, interval - (time.monotonic() - last)))):
                     await self._scan_wake.wait()
             self._scan_requested = False
             last = time.monotonic()
@@ -530,6 +540,7 @@ class SyncEngine:
 
     async def _full_scan(self) -> bool:
         started = self._clock()
+        self._events_since_scan = 0
         try:
             scan = await anyio.to_thread.run_sync(self._walker.scan, self._ledger.rows)
         except SourceError as exc:
@@ -718,8 +729,12 @@ class SyncEngine:
             )
             return
         self._busy += 1
+        ledger.start_deletes(gone)
         try:
             results = await anyio.to_thread.run_sync(self._delete_and_record, gone, limiter=self._limiter)
+        except BaseException:
+            ledger.inflight.difference_update(gone)
+            raise
         finally:
             self._busy -= 1
         failures = ledger.apply_deletes(results, self._clock())

@@ -79,7 +79,7 @@ class Ledger:
                     self._drop(rel)
                 return
             settler.observe(rel, None, at, since=since)
-            self.ready.pop(rel, None)
+            self._unready(rel)
             if rel not in self.absent:
                 self.absent[rel] = row
                 self.absent_keys[(row[2], row[0], row[1])] = rel
@@ -95,20 +95,27 @@ class Ledger:
         settler.observe(rel, sig, at, since=since)
         job = self.ready.get(rel)
         if job is not None and job.expect.key != sig.key:
-            del self.ready[rel]
+            self._unready(rel)
         if old is None or old.sig is None:
             self.on_fact(FileChanged(rel, at))
-        if rel not in self.inflight and rel not in self.ready and settler.is_settled(rel, at):
+        if not self.busy(rel) and rel not in self.ready and settler.is_settled(rel, at):
             self._enqueue(rel, sig)
 
     def observe_gone_under(self, folder: str, at: float, seen: Iterable[str] = ()) -> None:
-        """`folder` went away (or was replaced): each synced file under it not in `seen` is absent."""
+        """`folder` went away (or was replaced): each file under it not in `seen` is absent, whether synced,
+        pending or being copied right now (a folder renamed away brings no event for its files)."""
         if self._folders is None:
             self._folders = FolderIndex(self.rows)
         keep = set(seen)
-        for rel in self._folders.under(folder, list(self.rows)):
+        prefix = folder + "/"
+        tracked = [rel for rel, _ in self.settler.items() if rel.startswith(prefix)]
+        for rel in [*self._folders.under(folder, list(self.rows)), *tracked]:
             if rel not in keep:
                 self.observe(rel, None, at)
+
+    def busy(self, rel: str) -> bool:
+        """A copy, a delete or a move is working on `rel` right now: nothing else may start on it."""
+        return rel in self.inflight or rel in self.moving
 
     def due(self, now: float) -> list[str]:
         """Present paths to stat again now (settle time reached, or a retry). Absent ones wait for the delete
@@ -116,7 +123,7 @@ class Ledger:
         out = []
         for rel in self.settler.due(now):
             watch = self.settler.get(rel)
-            if watch is not None and watch.sig is not None and rel not in self.inflight and rel not in self.ready:
+            if watch is not None and watch.sig is not None and not self.busy(rel) and rel not in self.ready:
                 out.append(rel)
         return out
 
@@ -215,7 +222,7 @@ class Ledger:
             old = result.moved_from
             self._forget_row(old)
             self._unabsent(old)
-            self.settler.forget(old)
+            self._settle_again_or_forget(old)
             self.on_fact(FileDeleted(old, now))
         self.rows[rel] = row
         if self._folders is not None:
@@ -260,6 +267,10 @@ class Ledger:
             and self.settler.is_settled(rel, now)
         ]
 
+    def start_deletes(self, paths: Iterable[str]) -> None:
+        """A delete pass is about to remove these: they are busy until `apply_deletes`."""
+        self.inflight.update(paths)
+
     def refuse(self, paths: Iterable[str]) -> None:
         """The rail refused these deletes: hold them until the next full scan judges them again."""
         self.held.update(paths)
@@ -267,10 +278,11 @@ class Ledger:
     def apply_deletes(self, results: Iterable[tuple[str, str | None]], now: float) -> list[Failure]:
         failures: list[Failure] = []
         for rel, error in results:
+            self.inflight.discard(rel)
             if error is None:
                 self._forget_row(rel)
                 self._unabsent(rel)
-                self.settler.forget(rel)
+                self._settle_again_or_forget(rel)
                 self.not_before.pop(rel, None)
                 self.counters.deletes += 1
                 self.on_fact(FileDeleted(rel, now))
@@ -288,7 +300,7 @@ class Ledger:
             self._unabsent(rel)
             if rel not in self.inflight:
                 self.settler.forget(rel)
-                self.ready.pop(rel, None)
+                self._unready(rel)
 
     # -- helpers --------------------------------------------------------------------------------------------
 
@@ -305,8 +317,22 @@ class Ledger:
             if self.absent_keys.get(key) == rel:
                 del self.absent_keys[key]
 
+    def _settle_again_or_forget(self, rel: str) -> None:
+        """A delete or move of `rel` finished; if `rel` came back in the source meanwhile, it is copied anew."""
+        watch = self.settler.get(rel)
+        if watch is None or watch.sig is None:
+            self.settler.forget(rel)
+        else:
+            self.settler.schedule(rel, watch.since + self.settle)
+
+    def _unready(self, rel: str) -> None:
+        """Take a queued job back (its file changed or left); a move gives its old path back to the deletes."""
+        job = self.ready.pop(rel, None)
+        if job is not None and job.move_from is not None:
+            self.moving.discard(job.move_from)
+
     def _drop(self, rel: str) -> None:
         self.settler.forget(rel)
-        self.ready.pop(rel, None)
+        self._unready(rel)
         self._unabsent(rel)
         self.failures.pop(rel, None)
