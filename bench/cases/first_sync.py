@@ -7,14 +7,12 @@ fsyncs every file, rsync and cp leave dirty pages to the kernel)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bench.context import Context
 from bench.emulator import PROJECT
 from bench.machine import drop_page_cache, flush
 from bench.measure import MeasureError, require_ok, rotate, timed_command
 from bench.procs import once_command, write_config
-from bench.profiling import record_command, render_file
+from bench.profiling import profile_once
 from bench.report import Row, comparison_row, mib
 from bench.trees import TreeSpec, check_copy, ensure_tree, fresh_dir, remove
 
@@ -79,7 +77,14 @@ def run(ctx: Context) -> list[Row]:
                 peak.append(result.max_rss)
             ctx.say(f"first sync round {round_no + 1}: {tool} {took:.2f} s (+ sync {written:.2f} s)")
     if ctx.profile and DOMINO not in errors:
-        _profile(ctx, commands[DOMINO], dst, state, log)
+
+        def prepare() -> None:
+            fresh_dir(dst)
+            remove(state)
+            _settle_disk(ctx)
+
+        title = "first sync, `domino-sync once`"
+        profile_once(ctx, title, commands[DOMINO], log, prepare, NAME)
     remove(dst)
     remove(state)
     gib = spec.bytes / 2**30
@@ -97,15 +102,3 @@ def _settle_disk(ctx: Context) -> None:
     """Start each command from the same place: nothing dirty, and (when allowed) a cold page cache."""
     if not (ctx.drop_caches and drop_page_cache()):
         flush()
-
-
-def _profile(ctx: Context, command: list[str], dst: Path, state: Path, log: Path) -> None:
-    fresh_dir(dst)
-    remove(state)
-    _settle_disk(ctx)
-    output = ctx.path("profiles", f"{NAME}.txt")
-    ctx.say("first sync: profiling one more domino-sync run with py-spy")
-    result = timed_command(record_command(output, command), log)
-    ctx.profiles.append(
-        (f"first sync, `domino-sync once` ({result.seconds:.1f} s)", render_file(output, result.seconds))
-    )

@@ -78,7 +78,7 @@ def run(ctx: Context) -> list[Row]:
             latencies, missed = _drops(watch, src, s.latency_drops, "drop", timeout)
             peak = status_bytes(agent.pid, "VmHWM")
             if ctx.profile:
-                output = ctx.path("profiles", f"{NAME}.txt")
+                output = ctx.path("profiles", f"{NAME}.pyspy.txt")
                 ctx.say("latency: profiling more drops with py-spy")
                 started = time.monotonic()
                 with Attached(agent.pid, output, log):

@@ -14,7 +14,7 @@ from bench.emulator import PROJECT
 from bench.machine import flush
 from bench.measure import MeasureError, require_ok, rotate, timed_command
 from bench.procs import once_command, write_config
-from bench.profiling import record_command, render_file
+from bench.profiling import profile_once
 from bench.report import Row, comparison_row, error_row, seconds
 from bench.trees import TreeSpec, check_copy, ensure_tree, fresh_dir, remove
 
@@ -115,11 +115,8 @@ def run(ctx: Context) -> list[Row]:
             errors[tool] = f"tree changed by a no-op run: {problem}"
             samples[tool] = []
     if ctx.profile and DOMINO not in errors:
-        output = ctx.path("profiles", f"{NAME}.txt")
-        ctx.say("no-op: profiling one more domino-sync run with py-spy")
-        result = timed_command(record_command(output, commands[DOMINO]), warm.log)
-        title = f"no-op resync, `domino-sync once` ({result.seconds:.1f} s)"
-        ctx.profiles.append((title, render_file(output, result.seconds)))
+        title = "no-op resync, `domino-sync once`"
+        profile_once(ctx, title, commands[DOMINO], warm.log, flush, NAME)
     firsts = ", ".join(f"{tool} {seconds(took)}" for tool, took in warm.initial.items())
     extra = f"page cache warm; first copy of this tree: {firsts}" if firsts else "page cache warm"
     return [comparison_row(label, samples, errors, max_ratio=1.0, extra_note=extra)]

@@ -63,17 +63,23 @@ def test_percentile_is_nearest_rank() -> None:
     assert spread([1.0, 2.0, 3.0]) == pytest.approx(1.0)
 
 
-def test_profile_summary_ranks_functions_and_drops_the_entry_chain() -> None:
-    """Collapsed stacks become shares per function; frames present in every sample are left out."""
+def test_profile_summary_sets_idle_waits_apart_and_ranks_the_rest() -> None:
+    """Idle waits are counted apart; the busy samples are ranked by function and line, imports as one entry,
+    and frames every stack passes through (thread start-up, the CLI entry) are left out."""
     lines = [
         "<module> (cli.py:1);copy (engine/copier.py:10);fsync (engine/copier.py:20) 60",
-        "<module> (cli.py:1);scan (engine/scan.py:5) 40",
+        "<module> (cli.py:1);copy (engine/copier.py:12) 5",
+        "<module> (cli.py:1);scan (engine/scan.py:5) 25",
+        "<module> (cli.py:1);_find_and_load (<frozen importlib._bootstrap>:1176) 10",
+        "_bootstrap (threading.py:1002);WorkerThread.run (_backends/_asyncio.py:800) 100",
     ]
     summary = summarize(lines)
-    assert summary.samples == 100
-    assert summary.inclusive[0] == ("copy (engine/copier.py)", 60)
-    assert "<module> (cli.py)" not in dict(summary.inclusive)
+    assert (summary.samples, summary.idle) == (200, 100)
+    assert summary.inclusive[:2] == [("copy (engine/copier.py)", 65), ("fsync (engine/copier.py)", 60)]
+    assert ("(imports: importlib)", 10) in summary.inclusive
+    assert not any("<module>" in name for name, _ in summary.inclusive)
     assert summary.self_time[0] == ("fsync (engine/copier.py)", 60)
+    assert summary.lines[0] == ("engine/copier.py:20 fsync", 60)
 
 
 def test_report_marks_missed_targets() -> None:
