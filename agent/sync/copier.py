@@ -1,5 +1,5 @@
 # String paths and os.* calls on purpose: a Path object per file costs too much on 100k-file trees.
-# ruff: noqa: PTH101, PTH102, PTH105, PTH106, PTH108, PTH112, PTH114, PTH116, PTH120
+# ruff: noqa: PTH101, PTH102, PTH105, PTH106, PTH108, PTH112, PTH120
 """Atomic copies into the mount. Blocking: one `Copier.run(jobs)` call per batch, in a worker thread.
 
 For each file: open the source, check it is still what settled, write a hidden temp file next to the target
@@ -96,11 +96,15 @@ class _Conflict(Exception):
     pass
 
 
-def temp_name(name: str) -> str:
-    """`.<name>.domino-sync-<8 hex>.tmp`, the name cut so the whole stays within 255 bytes."""
-    suffix = f".domino-sync-{secrets.token_hex(4)}.tmp"
-    raw = os.fsencode(name)[: NAME_MAX - 1 - len(suffix)]
-    return "." + os.fsdecode(raw) + suffix
+def temp_name(name: str, tag: int | None = None) -> str:
+    """`.<name>.domino-sync-<8 hex>.tmp`, the name cut so the whole stays within 255 bytes.
+
+    `tag` (32 bits) saves a random draw per file; O_EXCL catches the rare clash."""
+    suffix = f".domino-sync-{secrets.randbits(32) if tag is None else tag & 0xFFFFFFFF:08x}.tmp"
+    raw = os.fsencode(name)
+    if len(raw) > NAME_MAX - 1 - len(suffix):
+        return "." + os.fsdecode(raw[: NAME_MAX - 1 - len(suffix)]) + suffix
+    return "." + name + suffix
 
 
 def _libc_syncfs() -> Callable[[int], int] | None:
@@ -152,29 +156,36 @@ def make_folders_durable(mount: str, folders: Collection[str]) -> None:
             continue  # emptied and removed meanwhile (by a move or delete): its parent records that
 
 
-def stream(fi: int, fo: int, halt: threading.Event | None = None) -> int:
-    """Copy fi's bytes from its offset to EOF into fo; the kernel moves them when it can. Returns the count."""
+def stream(fi: int, fo: int, halt: threading.Event | None = None, size: int | None = None) -> int:
+    """Copy fi's bytes from offset 0 into fo, `size` of them (None: to EOF); the kernel moves them when it can.
+
+    Returns the count. When the file is shorter than `size` the copy stops at its end; the caller compares
+    the count (and a second stat) with what it expected.
+    """
     total = 0
+    want = CHUNK if size is None else size
     try:
-        while True:
+        while size is None or total < size:
             if halt is not None and halt.is_set():
                 raise Halted
-            n = os.copy_file_range(fi, fo, CHUNK)
+            n = os.copy_file_range(fi, fo, min(CHUNK, want - total) if size is not None else CHUNK)
             if n == 0:
                 return total
             total += n
+        return total
     except OSError as exc:
         if total or exc.errno not in _KERNEL_COPY_FALLBACK:
             raise
     offset = 0
     try:
-        while True:
+        while size is None or offset < size:
             if halt is not None and halt.is_set():
                 raise Halted
-            n = os.sendfile(fo, fi, offset, CHUNK)
+            n = os.sendfile(fo, fi, offset, CHUNK if size is None else min(CHUNK, size - offset))
             if n == 0:
                 return offset
             offset += n
+        return offset
     except OSError as exc:
         if offset or exc.errno not in _KERNEL_COPY_FALLBACK:
             raise
@@ -182,7 +193,7 @@ def stream(fi: int, fo: int, halt: threading.Event | None = None) -> int:
     buf = bytearray(BUFFER)
     view = memoryview(buf)
     total = 0
-    while True:
+    while size is None or total < size:
         if halt is not None and halt.is_set():
             raise Halted
         n = os.readv(fi, [buf])
@@ -192,6 +203,7 @@ def stream(fi: int, fo: int, halt: threading.Event | None = None) -> int:
         while written < n:
             written += os.write(fo, view[written:n])
         total += n
+    return total
 
 
 def same_bytes(fi: int, other: str) -> bool:
@@ -245,7 +257,9 @@ class Copier:
         self.hook = hook
         self.halt = halt
         self._folders: set[str] = set()
+        self._created: set[str] = set()
         self._touched: set[str] = set()
+        self._tag = secrets.randbits(32)
 
     def run(self, jobs: Sequence[CopyJob]) -> list[CopyResult]:
         """Copy every job; results in job order. A result is done only once it is durable in the mount."""
@@ -279,7 +293,10 @@ class Copier:
                 renamed.append((i, result))
             staged = []
             try:
-                make_folders_durable(self.mount, self._touched)
+                if batch_sync and renamed:
+                    syncfs(self.mount)
+                else:
+                    make_folders_durable(self.mount, self._touched)
             except OSError as exc:
                 for i, _ in renamed:
                     results[i] = _failed(jobs[i].path, exc, True)
@@ -306,10 +323,16 @@ class Copier:
         rel = job.path
         src = self.source + "/" + rel
         dst = self.mount + "/" + rel
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            if os.path.islink(src) and not self._link_inside(src):
-                return CopyResult(rel, Outcome.VANISHED)
-            fi = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                fi = os.open(src, flags | os.O_NOFOLLOW)
+            except OSError as exc:
+                if exc.errno != E.ELOOP:
+                    raise
+                if not self._link_inside(src):  # a symlink: followed only to a file inside the source
+                    return CopyResult(rel, Outcome.VANISHED)
+                fi = os.open(src, flags)
         except (FileNotFoundError, NotADirectoryError):
             return CopyResult(rel, Outcome.VANISHED)
         except OSError as exc:
@@ -328,10 +351,11 @@ class Copier:
                     moved = self._move(job, before)
                     if moved is not None:
                         return moved
-                adopted = self._adopt(job, before, fi, dst)
-                if adopted is not None:
-                    return adopted
                 folder = self._ensure_folders(rel)
+                if folder not in self._created:  # in a folder this batch created, nothing can be there yet
+                    adopted = self._adopt(job, before, fi, dst)
+                    if adopted is not None:
+                        return adopted
             except _Conflict:
                 return CopyResult(rel, Outcome.CONFLICT, error="mount: a file is in the way of a folder")
             except OSError as exc:
@@ -352,7 +376,8 @@ class Copier:
         per_file_sync: bool,
     ) -> CopyResult | None:
         rel = job.path
-        temp = folder + "/" + temp_name(rel.rpartition("/")[2])
+        self._tag += 1
+        temp = folder + "/" + temp_name(rel.rpartition("/")[2], self._tag)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             try:
@@ -368,7 +393,7 @@ class Copier:
         keep = False
         try:
             try:
-                count = stream(fi, fo, self.halt)
+                count = stream(fi, fo, self.halt, before.size)
                 os.fchmod(fo, stat.S_IMODE(before.mode))
                 os.utime(fo, ns=(before.atime_ns, before.mtime_ns))
                 if per_file_sync:
@@ -388,11 +413,12 @@ class Copier:
             if self.hook is not None:
                 self.hook(rel)
             try:
-                after = to_filestat(os.stat(self.source + "/" + rel))
-            except (FileNotFoundError, NotADirectoryError):
-                return CopyResult(rel, Outcome.VANISHED)
+                st = os.fstat(fi)  # the inode we copied (a rename over its path brings its own event)
             except OSError as exc:
                 return _failed(rel, exc, False)
+            if st.st_nlink == 0:
+                return CopyResult(rel, Outcome.VANISHED)  # deleted while we copied it
+            after = to_filestat(st)
             if not _same(before, after) or count != before.size:
                 return CopyResult(rel, Outcome.CHANGED, stat=after)
             keep = True
@@ -478,6 +504,7 @@ class Copier:
             try:
                 os.mkdir(current)
                 self._touched.add(os.path.dirname(current))
+                self._created.add(current)
             except FileExistsError:
                 if not stat.S_ISDIR(os.lstat(current).st_mode):
                     raise _Conflict from None

@@ -91,14 +91,14 @@ class Ledger:
             if rel in settler and rel not in self.inflight:
                 self._drop(rel)
             return
-        old = settler.get(rel)
-        settler.observe(rel, sig, at, since=since)
-        job = self.ready.get(rel)
-        if job is not None and job.expect.key != sig.key:
-            self._unready(rel)
+        old, watch = settler.note(rel, sig, at, since=since)
         if old is None or old.sig is None:
             self.on_fact(FileChanged(rel, at))
-        if not self.busy(rel) and rel not in self.ready and settler.is_settled(rel, at):
+        if rel in self.ready:
+            if self.ready[rel].expect.key == sig.key:
+                return
+            self._unready(rel)
+        if at - watch.since >= self.settle and rel not in self.inflight and rel not in self.moving:
             self._enqueue(rel, sig)
 
     def observe_gone_under(self, folder: str, at: float, seen: Iterable[str] = ()) -> None:
@@ -201,13 +201,15 @@ class Ledger:
             self.inflight.discard(rel)
             if job.move_from is not None:
                 self.moving.discard(job.move_from)
+                if result.moved_from is None:
+                    self._settle_again_or_forget(job.move_from, keep=True)
             if result.done and result.row is not None and result.stat is not None:
                 self._synced(rel, result, now)
             elif result.outcome is Outcome.CHANGED:
                 self.observe(rel, result.stat, now)
                 self.settler.schedule(rel, now + max(self.settle, 0.05))
             elif result.outcome is Outcome.VANISHED:
-                self.observe(rel, None, now)
+                self.settler.schedule(rel, now)  # stat it again: it may be back already (a newer event)
             elif result.error == "stopped":
                 continue
             else:
@@ -317,11 +319,13 @@ class Ledger:
             if self.absent_keys.get(key) == rel:
                 del self.absent_keys[key]
 
-    def _settle_again_or_forget(self, rel: str) -> None:
-        """A delete or move of `rel` finished; if `rel` came back in the source meanwhile, it is copied anew."""
+    def _settle_again_or_forget(self, rel: str, *, keep: bool = False) -> None:
+        """A delete or move of `rel` finished; if `rel` came back in the source meanwhile, it is copied anew.
+        `keep`: leave an absent watch alone (the move did not happen, the delete is still to do)."""
         watch = self.settler.get(rel)
         if watch is None or watch.sig is None:
-            self.settler.forget(rel)
+            if not keep:
+                self.settler.forget(rel)
         else:
             self.settler.schedule(rel, watch.since + self.settle)
 

@@ -95,14 +95,20 @@ class Settler:
 
     def observe(self, path: str, sig: FileStat | None, now: float, *, since: float | None = None) -> bool:
         """Record that `path` was seen as `sig` at `now`; True when this starts a new episode for the path."""
+        return self.note(path, sig, now, since=since)[0] is None
+
+    def note(
+        self, path: str, sig: FileStat | None, now: float, *, since: float | None = None
+    ) -> tuple[Watch | None, Watch]:
+        """`observe`, returning (the previous watch, the one now in force)."""
         old = self._watch.get(path)
         if old is not None and same_content_sig(old.sig, sig):
-            return False
+            return old, old
         start = held_since(sig, now) if since is None else min(since, held_since(sig, now))
-        first = now if old is None else old.first_seen
-        self._watch[path] = Watch(sig, start, first)
+        watch = Watch(sig, start, now if old is None else old.first_seen)
+        self._watch[path] = watch
         self.schedule(path, start + self.settle)
-        return old is None
+        return old, watch
 
     def is_settled(self, path: str, now: float) -> bool:
         """The last observation of `path` has held for `settle` by `now` (no new stat involved)."""

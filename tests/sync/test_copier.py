@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sync.sync_kit import temps
@@ -128,7 +129,7 @@ def test_write_errors_leave_no_temp_and_no_success(
     """ENOSPC, EIO or EACCES while writing fail the file on the mount side and remove the temp file."""
     (src / "f").write_text("data")
 
-    def fail(fi: int, fo: int, halt: threading.Event | None = None) -> int:
+    def fail(fi: int, fo: int, *rest: Any) -> int:
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(copier_mod, "stream", fail)

@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -168,7 +169,7 @@ async def test_enospc_is_reported_and_never_recorded(
     write(src / "f", "data")
     calls = []
 
-    def full(fi: int, fo: int, halt: threading.Event | None = None) -> int:
+    def full(fi: int, fo: int, *rest: Any) -> int:
         calls.append(1)
         raise OSError(errno.ENOSPC, "No space left on device")
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -116,10 +117,10 @@ async def test_unwritable_mount_pauses_and_resumes(
             raise OSError(errno.EROFS, "Read-only file system")
         real_probe(folder)
 
-    def stream(fi: int, fo: int, halt: threading.Event | None = None) -> int:
+    def stream(fi: int, fo: int, *rest: Any) -> int:
         if broken.is_set():
             raise OSError(errno.EROFS, "Read-only file system")
-        return real_stream(fi, fo, halt)
+        return real_stream(fi, fo, *rest)
 
     monkeypatch.setattr(mount_mod, "probe_write", probe)
     monkeypatch.setattr(copier_mod, "stream", stream)
@@ -140,11 +141,11 @@ async def test_write_errors_are_retried_with_backoff(
     failures = []
     real_stream = copier_mod.stream
 
-    def flaky(fi: int, fo: int, halt: threading.Event | None = None) -> int:
+    def flaky(fi: int, fo: int, *rest: Any) -> int:
         if len(failures) < 2:
             failures.append(1)
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_stream(fi, fo, halt)
+        return real_stream(fi, fo, *rest)
 
     monkeypatch.setattr(copier_mod, "stream", flaky)
     write(src / "f", "data")
