@@ -42,6 +42,7 @@ from agent.api.models import Dialect, Snapshot, SnapshotStatus
 from agent.api.protocol import DatasetsApi
 from agent.backoff import backoff_delay
 from agent.errors import ApiError, ConflictError, NetworkError, NotFoundError
+from agent.failpoints import failpoint
 from agent.logs import get_logger, redact
 from agent.queue_store import CREATING, DEAD, TAGGING, WAITING, Job, QueueStore
 from agent.rules.engine import SnapshotRequest
@@ -105,6 +106,7 @@ class TaskQueue:
     def submit(self, request: SnapshotRequest, *, rules_state: str | None = None) -> int:
         """Queue a snapshot (on disk before this returns); joins a job not yet sent. Returns the job id.
         `rules_state`, when given, is persisted in the same transaction."""
+        failpoint("queue.before_submit")
         job_id, joined = self._store.submit(request, self._clock(), rules_state)
         self._emit("queue.joined" if joined else "queue.submitted", job_id=job_id, tags=list(request.tags))
         self._poke()
@@ -220,7 +222,9 @@ class TaskQueue:
                 return
         tag = None if job.untagged else job.first_tag
         await self._db(self._store.begin_create, job.id, self._clock())
+        failpoint("queue.before_create")
         snap = await self._call("create_snapshot", lambda: self._api.create_snapshot(self._dataset_id, tag=tag))
+        failpoint("queue.after_create")
         with anyio.CancelScope(shield=True):
             await self._db(self._store.record_snapshot, job.id, snap.id, (tag,) if tag else ())
         self._emit(
@@ -248,6 +252,7 @@ class TaskQueue:
             with contextlib.suppress(NotFoundError):
                 await self._call("remove_tag", lambda: self._api.remove_tag(self._dataset_id, tag))
             await self._call("add_tag", lambda: self._api.add_tag(self._dataset_id, snapshot_id, tag))
+        failpoint("queue.between_tags")
         with anyio.CancelScope(shield=True):
             await self._db(self._store.record_tag, job.id, tag)
         self._emit("queue.tagged", job_id=job.id, snapshot_id=snapshot_id, tag=tag)

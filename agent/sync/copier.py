@@ -32,6 +32,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from agent.failpoints import failpoint
 from agent.sync.plan import parents
 from agent.sync.scan import to_filestat
 from agent.sync.settle import FileStat
@@ -172,6 +173,7 @@ def stream(fi: int, fo: int, halt: threading.Event | None = None, size: int | No
             if n == 0:
                 return total
             total += n
+            failpoint("copy.mid")  # crash tests: bytes in the temp file, no fsync, no rename
         return total
     except OSError as exc:
         if total or exc.errno not in _KERNEL_COPY_FALLBACK:
@@ -410,6 +412,7 @@ class Copier:
                     line = first_line(fi)
                 except OSError as exc:
                     return _failed(rel, exc, False)
+            failpoint("copy.before_rename")  # crash tests: the temp file is complete
             if self.hook is not None:
                 self.hook(rel)
             try:

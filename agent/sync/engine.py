@@ -34,6 +34,7 @@ from agent.backoff import backoff_delay
 from agent.config import SourceConfig
 from agent.errors import SourceError, StateError
 from agent.facts import Fact
+from agent.failpoints import failpoint
 from agent.logs import get_logger
 from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome, delete_files, remove_temps
 from agent.sync.ledger import Failure, Ledger
@@ -666,6 +667,7 @@ class SyncEngine:
         """Worker thread: copy a batch, then record what is done in one transaction."""
         copier = Copier(self._root, self._mount, marker_names=self._marker_names, hook=self._copy_hook, halt=self._halt)
         results = copier.run(jobs)
+        failpoint("copy.after_rename")  # crash tests: renamed into the mount and durable, not yet in the state DB
         done = [r for r in results if r.done and r.row is not None]
         if not done or self._db is None:
             return results
