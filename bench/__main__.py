@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _clean(workdir)
     drop = not args.quick and not args.no_drop_caches and machine.drop_page_cache()
     names = args.only or list(CASES)
+    info = machine.describe(workdir, drop)  # at the start: the commit measured, not the one at the end
     rows: list[Row] = []
     started = time.monotonic()
     with EmulatorProcess(workdir / "emulator", workdir / "logs" / "emulator.log") as emulator:
@@ -99,7 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as exc:  # one broken case must not lose the others' figures
                 traceback.print_exc(file=sys.stderr)
                 rows.append(error_row(name, f"{exc.__class__.__name__}: {exc}"))
-    info = machine.describe(workdir, drop)
     info["run"] = (
         f"python -m bench {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
         + f" ({time.monotonic() - started:.0f} s, {args.rounds} rounds, {'quick' if args.quick else 'full'} sizes)"

@@ -161,8 +161,9 @@ def _rows(ctx: Context, label: str, rounds: list[Burst]) -> list[Row]:
         f"every snapshot holds all {expected:,} files"
         if complete
         else (
-            f"INCOMPLETE: files in each round's snapshot {[b.snapshot_files for b in rounds]}, in the mount when "
-            f"the tag appeared {[b.in_mount for b in rounds]}, expected {expected:,}"
+            f"INCOMPLETE: files in each round's snapshot {[b.snapshot_files for b in rounds]}, expected "
+            f"{expected:,} (the emulator copies the dataset folder when the snapshot is created; files in the "
+            f"mount when the harness first saw the tag: {[b.in_mount for b in rounds]})"
         )
     )
     return [

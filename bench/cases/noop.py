@@ -21,6 +21,7 @@ from bench.trees import TreeSpec, check_copy, ensure_tree, fresh_dir, remove
 NAME = "noop"
 DOMINO = "domino-sync"
 DATASET = {"name": "bench-noop", "project_id": PROJECT, "create": True}
+ROUNDS_FACTOR = 2  # a no-op run takes a second or two and wobbles more than that: twice the rounds
 
 
 @dataclass(slots=True)
@@ -97,7 +98,7 @@ def run(ctx: Context) -> list[Row]:
     commands = {DOMINO: once_command(warm.config), "rsync": _rsync(warm)}
     samples: dict[str, list[float]] = {tool: [] for tool in commands}
     errors = dict(warm.errors)
-    for round_no in range(ctx.rounds):
+    for round_no in range(ctx.rounds * ROUNDS_FACTOR):
         for tool in rotate(list(commands), round_no):
             if tool in errors:
                 continue
