@@ -36,7 +36,7 @@ from agent.failpoints import failpoint
 from agent.sync.plan import parents
 from agent.sync.scan import to_filestat
 from agent.sync.settle import FileStat
-from agent.sync.statedb import Row
+from agent.sync.statedb import Row, make_row, row_fields
 
 NAME_MAX = 255
 SMALL = 1 << 20
@@ -86,7 +86,7 @@ class CopyResult:
     @property
     def row(self) -> Row | None:
         s = self.stat
-        return None if s is None else (s.size, s.mtime_ns, s.ino, stat.S_IMODE(s.mode))
+        return None if s is None else make_row(s.size, s.mtime_ns, s.ino, s.mode)
 
 
 class Halted(Exception):
@@ -464,7 +464,10 @@ class Copier:
             have = os.lstat(old)
         except OSError:
             return None
-        if row is None or not stat.S_ISREG(have.st_mode) or (have.st_size, have.st_mtime_ns) != (row[0], row[1]):
+        if row is None or not stat.S_ISREG(have.st_mode):
+            return None
+        recorded = row_fields(row)
+        if (have.st_size, have.st_mtime_ns) != (recorded.size, recorded.mtime_ns):
             return None
         folder = self._ensure_folders(job.path)
         dst = self.mount + "/" + job.path

@@ -583,8 +583,8 @@ class SyncEngine:
                 and not under_any(rel, scan.unreadable)
             ):
                 ledger.observe(rel, None, at)
-        for rel, fs in scan.changed.items():
-            ledger.observe(rel, fs, at)
+        for rel in sorted(scan.changed):  # path order: a folder's files one after another, as on disk
+            ledger.observe(rel, scan.changed[rel], at)
 
     async def _stat(self, rels: list[str]) -> tuple[dict[str, Any], ScanResult]:
         return await anyio.to_thread.run_sync(self._walker.stat_paths, rels, self._ledger.rows)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from agent.backoff import backoff_delay
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
 from agent.sync.copier import SMALL, CopyJob, CopyResult, Outcome
-from agent.sync.plan import FolderIndex, needs_confirm
+from agent.sync.plan import FolderIndex, needs_confirm, row_key
 from agent.sync.scan import differs
 from agent.sync.settle import FileStat, Settler
 from agent.sync.statedb import Row
@@ -82,7 +82,7 @@ class Ledger:
             self._unready(rel)
             if rel not in self.absent:
                 self.absent[rel] = row
-                self.absent_keys[(row[2], row[0], row[1])] = rel
+                self.absent_keys[row_key(row)] = rel
                 self.last_absent = max(self.last_absent, at if since is None else min(at, since))
             return
         self._unabsent(rel)
@@ -315,7 +315,7 @@ class Ledger:
         self.not_before.pop(rel, None)
         row = self.absent.pop(rel, None)
         if row is not None:
-            key = (row[2], row[0], row[1])
+            key = row_key(row)
             if self.absent_keys.get(key) == rel:
                 del self.absent_keys[key]
 

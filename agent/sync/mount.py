@@ -17,7 +17,7 @@ import secrets
 import stat
 from collections.abc import Mapping
 
-from agent.sync.statedb import Row
+from agent.sync.statedb import Row, row_fields
 
 
 def probe_write(folder: str) -> None:
@@ -62,7 +62,8 @@ def _holds(mount: str, rel: str, row: Row) -> bool:
         st = os.lstat(mount + "/" + rel)
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) and st.st_size == row[0] and st.st_mtime_ns == row[1]
+    recorded = row_fields(row)
+    return stat.S_ISREG(st.st_mode) and st.st_size == recorded.size and st.st_mtime_ns == recorded.mtime_ns
 
 
 def stale_rows(mount: str, rows: Mapping[str, Row], sample: int = 64) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.sync.settle import FileStat
-from agent.sync.statedb import Row
+from agent.sync.statedb import Row, row_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +43,25 @@ def delete_allowed(deletes: int, mount_files: int, max_delete: float) -> bool:
     return deletes <= max_delete * mount_files
 
 
+def row_key(row: Row) -> tuple[int, int, int]:
+    """(inode, size, mtime_ns) of a row: how a moved file is recognised (see FileStat.key)."""
+    f = row_fields(row)
+    return (f.ino, f.size, f.mtime_ns)
+
+
 def needs_confirm(row: Row | None, fs: FileStat) -> bool:
-    """Only the inode moved: same size, mtime and mode; the bytes decide whether a copy is needed."""
-    return row is not None and row[0] == fs.size and row[1] == fs.mtime_ns and row[2] != fs.ino
+    """Only the inode moved: same size and mtime; the bytes decide whether a copy is needed."""
+    if row is None:
+        return False
+    f = row_fields(row)
+    return f.size == fs.size and f.mtime_ns == fs.mtime_ns and f.ino != fs.ino
 
 
 def match_moves(adds: Mapping[str, FileStat], gone: Mapping[str, Row]) -> dict[str, str]:
     """new path -> old path, for new files whose (inode, size, mtime) is that of exactly one vanished row."""
     by_key: dict[tuple[int, int, int], str | None] = {}
     for path, row in gone.items():
-        key = (row[2], row[0], row[1])
+        key = row_key(row)
         by_key[key] = None if key in by_key else path
     moves: dict[str, str] = {}
     used: set[str] = set()

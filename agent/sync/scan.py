@@ -25,7 +25,17 @@ import pathspec
 
 from agent.errors import SourceError
 from agent.sync.settle import FileStat
-from agent.sync.statedb import Row
+from agent.sync.statedb import ROW_PACK, Row, make_row
+
+
+def _affix(pattern: str) -> tuple[str, str] | None:
+    """('suffix', '.tmp') for `*.tmp`, ('prefix', '~$') for `~$*`; None for anything else."""
+    glob = set("*?[]\\!/")
+    if pattern.startswith("*") and not glob & set(pattern[1:]) and len(pattern) > 1:
+        return ("suffix", pattern[1:])
+    if pattern.endswith("*") and not glob & set(pattern[:-1]) and len(pattern) > 1:
+        return ("prefix", pattern[:-1])
+    return None
 
 
 class IgnoreMatcher:
@@ -50,6 +60,14 @@ class IgnoreMatcher:
         self._simple = simple
         lines = [p.strip() for p in self.patterns if p.strip() and not p.strip().startswith("#")]
         self.name_only = simple and all("/" not in p.rstrip("/") and "**" not in p for p in lines)
+        # `*.tmp` and `~$*` style patterns (the defaults) decide by str.endswith/startswith: no regex per file
+        self.affixes: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        if self.name_only and all(_affix(p) is not None for p in lines):
+            pairs = [_affix(p) for p in lines]
+            self.affixes = (
+                tuple(text for kind, text in filter(None, pairs) if kind == "suffix"),
+                tuple(text for kind, text in filter(None, pairs) if kind == "prefix"),
+            )
 
     def ignored(self, rel: str, is_dir: bool = False) -> bool:
         """`rel` (or something above it) matches a pattern. Folders are tested with a trailing '/'."""
@@ -57,6 +75,10 @@ class IgnoreMatcher:
         if self._simple:
             return self._combined is not None and self._combined.search(probe) is not None
         return self._spec.match_file(probe)
+
+    def name_regex(self) -> re.Pattern[str] | None:
+        """The one regex that decides for a file by its name alone, when the patterns allow it (else None)."""
+        return self._combined if self.name_only else None
 
     def ignored_entry(self, rel: str, name: str, is_dir: bool) -> bool:
         """Like `ignored`, for an entry met while walking (its parents are known not to be ignored)."""
@@ -97,9 +119,7 @@ def to_filestat(st: os.stat_result) -> FileStat:
 
 def differs(row: Row | None, fs: FileStat) -> bool:
     """The mount's copy (row) is not this file: size, mtime, inode or permission bits moved."""
-    return (
-        row is None or row[0] != fs.size or row[1] != fs.mtime_ns or row[2] != fs.ino or row[3] != stat.S_IMODE(fs.mode)
-    )
+    return row != make_row(fs.size, fs.mtime_ns, fs.ino, fs.mode)
 
 
 class Walker:
@@ -136,7 +156,14 @@ class Walker:
                 raise SourceError(f"source {self.root} cannot be read ({exc.strerror}): check source.path") from None
         stack = [(top, subtree + "/" if subtree else "")]
         matcher, prune = self.matcher, self.prune
-        changed, seen = out.changed, out.seen
+        # the hot loop of a no-op rescan: locals, d_type checks before the one lstat, one packed comparison
+        ignored = matcher.ignored_entry
+        combined = matcher.name_regex()
+        suffixes, prefixes = matcher.affixes or ((), ())
+        fast = matcher.affixes is not None
+        changed, seen, get, pack = out.changed, out.seen, known.get, ROW_PACK
+        add = seen.add
+        files = size = 0
         while stack:
             folder, prefix = stack.pop()
             try:
@@ -151,36 +178,37 @@ class Walker:
                     rel = prefix + name
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            if rel in prune or matcher.ignored_entry(rel, name, True):
+                            if rel in prune or ignored(rel, name, True):
                                 continue
                             stack.append((entry.path, rel + "/"))
                             continue
-                        if matcher.ignored_entry(rel, name, False):
+                        if fast:
+                            if name.endswith(suffixes) or name.startswith(prefixes):
+                                continue
+                        elif combined is not None:
+                            if combined.search(name) is not None:
+                                continue
+                        elif ignored(rel, name, False):
                             continue
                         st = entry.stat(follow_symlinks=False)
+                        if not entry.is_file(follow_symlinks=False):
+                            if entry.is_symlink():
+                                resolved = self._follow(entry.path, rel, out)
+                                if resolved is None:
+                                    continue
+                                st = resolved
+                            else:
+                                out.skipped.append((rel, kind_of(st.st_mode)))
+                                continue
                     except OSError:
                         continue  # vanished while we looked
-                    mode = st.st_mode
-                    if stat.S_ISLNK(mode):
-                        resolved = self._follow(entry.path, rel, out)
-                        if resolved is None:
-                            continue
-                        st = resolved
-                    elif not stat.S_ISREG(mode):
-                        out.skipped.append((rel, kind_of(mode)))
-                        continue
-                    seen.add(rel)
-                    out.files += 1
-                    out.bytes += st.st_size
-                    row = known.get(rel)
-                    if (
-                        row is None
-                        or row[0] != st.st_size
-                        or row[1] != st.st_mtime_ns
-                        or row[2] != st.st_ino
-                        or row[3] != stat.S_IMODE(st.st_mode)
-                    ):
+                    add(rel)
+                    files += 1
+                    size += st.st_size
+                    if get(rel) != pack(st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o7777):
                         changed[rel] = to_filestat(st)
+        out.files += files
+        out.bytes += size
         return out
 
     def _follow(self, path: str, rel: str, out: ScanResult) -> os.stat_result | None:

@@ -23,6 +23,7 @@ from agent.sync.copier import (
     temp_name,
 )
 from agent.sync.scan import to_filestat
+from agent.sync.statedb import make_row
 
 
 def job(src: Path, rel: str, **kw: object) -> CopyJob:
@@ -200,7 +201,7 @@ def test_move_renames_inside_the_mount_and_prunes_the_old_folder(src: Path, mnt:
     (mnt / "old").mkdir()
     (mnt / "old" / "f").write_text("moved")
     os.utime(mnt / "old" / "f", ns=(st.st_atime_ns, st.st_mtime_ns))
-    row = (st.st_size, st.st_mtime_ns, st.st_ino, 0o644)
+    row = make_row(st.st_size, st.st_mtime_ns, st.st_ino, 0o644)
     [result] = copy(src, mnt, [job(src, "new/f", move_from="old/f", move_row=row)])
     assert result.outcome is Outcome.MOVED and result.moved_from == "old/f"
     assert (mnt / "new" / "f").read_text() == "moved"

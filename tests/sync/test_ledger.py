@@ -6,7 +6,7 @@ from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
 from agent.sync.copier import CopyResult, Outcome
 from agent.sync.ledger import Ledger
 from agent.sync.settle import NS, FileStat
-from agent.sync.statedb import Row
+from agent.sync.statedb import Row, make_row
 
 
 def fs(size: int, t: float, ino: int = 1) -> FileStat:
@@ -14,7 +14,7 @@ def fs(size: int, t: float, ino: int = 1) -> FileStat:
 
 
 def row(f: FileStat) -> Row:
-    return (f.size, f.mtime_ns, f.ino, 0o644)
+    return make_row(f.size, f.mtime_ns, f.ino, 0o644)
 
 
 def ledger(rows: dict[str, Row] | None = None, settle: float = 1.0, mirror: bool = True) -> tuple[Ledger, list[Fact]]:
@@ -73,7 +73,7 @@ def test_renamed_file_becomes_a_move() -> None:
 
 def test_deletes_wait_for_a_quiet_storm() -> None:
     """Absent files are deleted in one pass only after no new absence was seen for `settle`."""
-    rows = {f"f{i}": (1, i, i, 0o644) for i in range(4)}
+    rows = {f"f{i}": make_row(1, i, i, 0o644) for i in range(4)}
     book, facts = ledger(rows, settle=1.0)
     book.observe("f0", None, 100.0)
     book.observe("f1", None, 100.8)
@@ -86,7 +86,7 @@ def test_deletes_wait_for_a_quiet_storm() -> None:
 
 def test_keep_mode_tracks_no_deletes() -> None:
     """In keep mode an absent file is not a delete candidate and its row stays."""
-    book, _ = ledger({"a": (1, 1, 1, 0o644)}, mirror=False)
+    book, _ = ledger({"a": make_row(1, 1, 1, 0o644)}, mirror=False)
     book.observe("a", None, 100.0)
     assert not book.absent and book.deletable(1000.0) == [] and "a" in book.rows
 

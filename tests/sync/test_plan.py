@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from agent.sync.plan import FolderIndex, delete_allowed, match_moves, needs_confirm, parents, plan_sync
 from agent.sync.settle import FileStat
+from agent.sync.statedb import make_row
 
 
 def fs(size: int, mtime: int, ino: int, mode: int = 0o100644) -> FileStat:
@@ -34,10 +35,10 @@ def test_delete_rail(deletes: int, files: int, share: float, allowed: bool) -> N
 def test_moves_pair_unique_inode_size_mtime() -> None:
     """A new path is a move when exactly one vanished row has its inode, size and mtime."""
     gone = {
-        "old/a": (10, 5, 100, 0o644),
-        "old/b": (20, 6, 101, 0o644),
-        "dup1": (1, 1, 7, 0o644),
-        "dup2": (1, 1, 7, 0o644),
+        "old/a": make_row(10, 5, 100, 0o644),
+        "old/b": make_row(20, 6, 101, 0o644),
+        "dup1": make_row(1, 1, 7, 0o644),
+        "dup2": make_row(1, 1, 7, 0o644),
     }
     adds = {"new/a": fs(10, 5, 100), "new/b": fs(20, 7, 101), "new/dup": fs(1, 1, 7)}
     assert match_moves(adds, gone) == {"new/a": "old/a"}
@@ -45,14 +46,14 @@ def test_moves_pair_unique_inode_size_mtime() -> None:
 
 def test_confirm_only_when_just_the_inode_moved() -> None:
     """Bytes are compared only when size, mtime and mode match but the inode differs."""
-    assert needs_confirm((10, 5, 1, 0o644), fs(10, 5, 2))
-    assert not needs_confirm((10, 5, 1, 0o644), fs(10, 6, 2))
+    assert needs_confirm(make_row(10, 5, 1, 0o644), fs(10, 5, 2))
+    assert not needs_confirm(make_row(10, 5, 1, 0o644), fs(10, 6, 2))
     assert not needs_confirm(None, fs(10, 5, 2))
 
 
 def test_plan_refuses_a_wipe_but_still_copies() -> None:
     """A pass deleting most of the mount is refused whole while copies go ahead."""
-    rows = {f"f{i}": (1, i, i, 0o644) for i in range(10)}
+    rows = {f"f{i}": make_row(1, i, i, 0o644) for i in range(10)}
     plan = plan_sync({"new": fs(1, 99, 99)}, [f"f{i}" for i in range(8)], rows, delete="mirror", max_delete=0.5)
     assert plan.copy == ("new",)
     assert plan.refused_delete
@@ -61,7 +62,7 @@ def test_plan_refuses_a_wipe_but_still_copies() -> None:
 
 def test_keep_mode_never_deletes_or_moves() -> None:
     """`keep` plans no delete and copies a renamed file instead of moving the old copy."""
-    rows = {"old": (1, 5, 42, 0o644)}
+    rows = {"old": make_row(1, 5, 42, 0o644)}
     plan = plan_sync({"new": fs(1, 5, 42)}, ["old"], rows, delete="keep", max_delete=0.5)
     assert plan.copy == ("new",)
     assert plan.delete == () and plan.move == ()
@@ -70,7 +71,7 @@ def test_keep_mode_never_deletes_or_moves() -> None:
 
 def test_renamed_folder_is_a_move_not_a_delete() -> None:
     """Renaming a folder that holds the whole dataset moves files and trips no rail."""
-    rows = {f"a/{i}": (1, i, 100 + i, 0o644) for i in range(5)}
+    rows = {f"a/{i}": make_row(1, i, 100 + i, 0o644) for i in range(5)}
     changed = {f"b/{i}": fs(1, i, 100 + i) for i in range(5)}
     plan = plan_sync(changed, list(rows), rows, delete="mirror", max_delete=0.5)
     assert plan.move == tuple((f"a/{i}", f"b/{i}") for i in range(5))
@@ -111,10 +112,8 @@ def test_plan_matches_a_simple_model(
     source: dict[str, FileStat], mount: dict[str, FileStat], delete: str, share: float
 ) -> None:
     """Applying a plan to the mount model gives the source (mirror, rail permitting) or a superset (keep)."""
-    rows = {p: (s.size, s.mtime_ns, s.ino, s.mode & 0o7777) for p, s in mount.items()}
-    changed = {
-        p: s for p, s in source.items() if p not in rows or rows[p] != (s.size, s.mtime_ns, s.ino, s.mode & 0o7777)
-    }
+    rows = {p: make_row(s.size, s.mtime_ns, s.ino, s.mode) for p, s in mount.items()}
+    changed = {p: s for p, s in source.items() if rows.get(p) != make_row(s.size, s.mtime_ns, s.ino, s.mode)}
     missing = [p for p in rows if p not in source]
     plan = plan_sync(changed, missing, rows, delete=delete, max_delete=share)
 

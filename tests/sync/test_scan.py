@@ -12,6 +12,7 @@ import pytest
 from agent.config import DEFAULT_IGNORE
 from agent.errors import SourceError
 from agent.sync.scan import IgnoreMatcher, Walker
+from agent.sync.statedb import make_row
 
 
 def walker(root: Path, ignore: tuple[str, ...] = DEFAULT_IGNORE, prune: tuple[str, ...] = ()) -> Walker:
@@ -70,7 +71,10 @@ def test_scan_compares_with_known_rows(src: Path) -> None:
     (src / "same").write_text("1")
     (src / "other").write_text("2")
     st = os.stat(src / "same")
-    known = {"same": (st.st_size, st.st_mtime_ns, st.st_ino, stat.S_IMODE(st.st_mode)), "gone": (1, 1, 1, 0o644)}
+    known = {
+        "same": make_row(st.st_size, st.st_mtime_ns, st.st_ino, stat.S_IMODE(st.st_mode)),
+        "gone": make_row(1, 1, 1, 0o644),
+    }
     result = walker(src).scan(known)
     assert set(result.changed) == {"other"}
     assert result.seen == {"same", "other"}
@@ -155,7 +159,7 @@ def test_unreadable_folder_is_reported_and_hides_nothing(src: Path, monkeypatch:
     monkeypatch.setattr(os, "scandir", refuse)
     result = walker(src).scan({})
     assert result.unreadable == ["locked"]
-    assert result.missing({"locked/f": (1, 1, 1, 0o644), "gone": (1, 1, 1, 0o644)}) == ["gone"]
+    assert result.missing({"locked/f": make_row(1, 1, 1, 0o644), "gone": make_row(1, 1, 1, 0o644)}) == ["gone"]
 
 
 def test_missing_source_raises_source_error(tmp_path: Path) -> None:

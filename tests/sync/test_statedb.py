@@ -9,20 +9,26 @@ from pathlib import Path
 import pytest
 
 from agent.errors import StateError
-from agent.sync.statedb import StateDB
+from agent.sync.statedb import StateDB, make_row
 
 
 def test_rows_round_trip_with_any_name(tmp_path: Path) -> None:
     """Rows survive a reopen, including names with newlines, unicode and bytes that are not UTF-8."""
     odd = os.fsdecode(b"bad-\xff-name")
     db = StateDB(tmp_path / "state.db")
-    db.record(put=[("a/b.txt", (3, 10, 5, 0o644)), ("new\nline ü", (1, 2, 3, 0o600)), (odd, (4, 4, 4, 0o644))])
+    db.record(
+        put=[
+            ("a/b.txt", make_row(3, 10, 5, 0o644)),
+            ("new\nline ü", make_row(1, 2, 3, 0o600)),
+            (odd, make_row(4, 4, 4, 0o644)),
+        ]
+    )
     db.close()
     again = StateDB(tmp_path / "state.db")
     assert again.load() == {
-        "a/b.txt": (3, 10, 5, 0o644),
-        "new\nline ü": (1, 2, 3, 0o600),
-        odd: (4, 4, 4, 0o644),
+        "a/b.txt": make_row(3, 10, 5, 0o644),
+        "new\nline ü": make_row(1, 2, 3, 0o600),
+        odd: make_row(4, 4, 4, 0o644),
     }
     again.close()
 
@@ -30,9 +36,9 @@ def test_rows_round_trip_with_any_name(tmp_path: Path) -> None:
 def test_record_upserts_and_drops_in_one_call(tmp_path: Path) -> None:
     """`record` replaces existing rows and deletes dropped ones together."""
     db = StateDB(tmp_path / "state.db")
-    db.record(put=[("a", (1, 1, 1, 0o644)), ("b", (2, 2, 2, 0o644))])
-    db.record(put=[("a", (9, 9, 9, 0o600))], drop=["b"])
-    assert db.load() == {"a": (9, 9, 9, 0o600)}
+    db.record(put=[("a", make_row(1, 1, 1, 0o644)), ("b", make_row(2, 2, 2, 0o644))])
+    db.record(put=[("a", make_row(9, 9, 9, 0o600))], drop=["b"])
+    assert db.load() == {"a": make_row(9, 9, 9, 0o600)}
     db.close()
 
 
@@ -43,7 +49,7 @@ def test_wal_mode_and_only_our_table(tmp_path: Path) -> None:
     other.execute("CREATE TABLE queue (id INTEGER PRIMARY KEY)")
     other.commit()
     db = StateDB(path)
-    db.record(put=[("x", (1, 1, 1, 0o644))])
+    db.record(put=[("x", make_row(1, 1, 1, 0o644))])
     tables = {row[0] for row in other.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     mode = other.execute("PRAGMA journal_mode").fetchone()[0]
     other.close()
