@@ -48,6 +48,7 @@ log = get_logger("agent.sync")
 
 LARGE_BATCH = 1000  # events since the last full scan that call for another (inotify may overflow)
 STORM_QUIET = 1.0  # seconds without events after such a storm before the closing full scan
+IDLE_WAKE = 5.0  # the driver sleeps at most this long when nothing is due (events and results wake it)
 CLEAN_MARKER = "sync.clean"
 
 
@@ -147,6 +148,7 @@ class SyncEngine:
         self._wake: anyio.Event | None = None
         self._stop: anyio.Event | None = None
         self._scan_wake: anyio.Event | None = None
+        self._mount_wake: anyio.Event | None = None
         self._watch_stop: anyio.Event | None = None
         self._rewatch = False
         self._events_since_scan = 0
@@ -385,7 +387,7 @@ class SyncEngine:
                     await self._delete_pass(now, burst=False)
                 self._start_batches()
             next_at = ledger.next_wake(now, deletes=self._mount_problem is None)
-            delay = 1.0 if next_at is None else min(1.0, max(0.005, next_at - self._clock()))
+            delay = IDLE_WAKE if next_at is None else min(IDLE_WAKE, max(0.005, next_at - self._clock()))
             if not self._dirty:
                 with anyio.move_on_after(delay):
                     await wake.wait()
@@ -428,11 +430,16 @@ class SyncEngine:
         while True:
             interval = self.source.rescan if failures == 0 else backoff_delay(failures, base=0.5, cap=5.0)
             while not self._scan_requested and time.monotonic() - last < interval:
-                if self._storm and time.monotonic() - self._last_event >= STORM_QUIET:
+                now = time.monotonic()
+                if self._storm and now - self._last_event >= STORM_QUIET:
                     self._storm = False
                     break
+                # woken at once by request_scan() from the loop; polls the flag each second for other threads
+                wait = min(1.0, interval - (now - last))
+                if self._storm:
+                    wait = min(wait, self._last_event + STORM_QUIET - now)
                 self._scan_wake = anyio.Event()
-                with anyio.move_on_after(min(0.25, max(0.01, interval - (time.monotonic() - last)))):
+                with anyio.move_on_after(max(0.01, wait)):
                     await self._scan_wake.wait()
             self._scan_requested = False
             last = time.monotonic()
@@ -442,10 +449,10 @@ class SyncEngine:
         attempt = 0
         while True:
             if self._mount_problem is None:
-                waited = 0.0
-                while not self._mount_recheck and waited < self._mount_poll:
-                    await anyio.sleep(0.05)
-                    waited += 0.05
+                if not self._mount_recheck:
+                    self._mount_wake = anyio.Event()
+                    with anyio.move_on_after(self._mount_poll):
+                        await self._mount_wake.wait()
                 probe = self._mount_recheck
             else:
                 attempt += 1
@@ -685,6 +692,8 @@ class SyncEngine:
         for failure in failures:
             if failure.mount_side:
                 self._mount_recheck = True
+                if self._mount_wake is not None:
+                    self._mount_wake.set()
             if self._burst and (failure.conflict or failure.attempt >= self._once_attempts):
                 if failure.conflict:
                     self._conflicts.add(failure.path)
