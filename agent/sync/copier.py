@@ -1,5 +1,5 @@
 # String paths and os.* calls on purpose: a Path object per file costs too much on 100k-file trees.
-# ruff: noqa: PTH101, PTH102, PTH105, PTH106, PTH108, PTH112, PTH120
+# ruff: noqa: PTH101, PTH102, PTH105, PTH120
 """Atomic copies into the mount. Blocking: one `Copier.run(jobs)` call per batch, in a worker thread.
 
 For each file: open the source, check it is still what settled, write a hidden temp file next to the target
@@ -19,32 +19,25 @@ which `remove_temps` clears at the next start.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno as E
 import os
-import re
 import secrets
 import stat
 import threading
-import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 from agent.failpoints import failpoint
+from agent.sync import mountfs
+from agent.sync.mountfs import prune_empty, temp_name, unlink_quietly
 from agent.sync.plan import parents
 from agent.sync.scan import to_filestat
 from agent.sync.settle import FileStat
 from agent.sync.statedb import Row, make_row, row_fields
+from agent.sync.transfer import Halted, first_line, same_bytes, stream
 
-NAME_MAX = 255
-SMALL = 1 << 20
-CHUNK = 8 << 20
-BUFFER = 1 << 20
-TEMP_RE = re.compile(r"^\..*\.domino-sync-[0-9a-f]{8}\.tmp$|^\.domino-sync-probe-[0-9a-f]{8}\.tmp$", re.DOTALL)
-_KERNEL_COPY_FALLBACK = frozenset({E.EXDEV, E.EINVAL, E.ENOSYS, E.EOPNOTSUPP, E.ENOTSUP, E.EBADF, E.EPERM})
-MOUNT_ERRNOS = frozenset({E.ENOSPC, E.EDQUOT, E.EROFS, E.EACCES, E.EPERM, E.EIO, E.ENOENT, E.ESTALE, E.ENOTCONN})
+SMALL = 1 << 20  # files up to this size travel in batches behind one syncfs barrier
 
 
 class Outcome(Enum):
@@ -89,145 +82,8 @@ class CopyResult:
         return None if s is None else make_row(s.size, s.mtime_ns, s.ino, s.mode)
 
 
-class Halted(Exception):
-    """The engine is stopping: the copy in progress is abandoned (its temp file removed)."""
-
-
 class _Conflict(Exception):
     pass
-
-
-def temp_name(name: str, tag: int | None = None) -> str:
-    """`.<name>.domino-sync-<8 hex>.tmp`, the name cut so the whole stays within 255 bytes.
-
-    `tag` (32 bits) saves a random draw per file; O_EXCL catches the rare clash."""
-    suffix = f".domino-sync-{secrets.randbits(32) if tag is None else tag & 0xFFFFFFFF:08x}.tmp"
-    raw = os.fsencode(name)
-    if len(raw) > NAME_MAX - 1 - len(suffix):
-        return "." + os.fsdecode(raw[: NAME_MAX - 1 - len(suffix)]) + suffix
-    return "." + name + suffix
-
-
-def _libc_syncfs() -> Callable[[int], int] | None:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int]
-    fn.restype = ctypes.c_int
-    syncfs: Callable[[int], int] = fn
-    return syncfs
-
-
-SYNCFS = _libc_syncfs()
-
-
-def syncfs(path: str) -> bool:
-    """Flush the filesystem holding `path`; False when syncfs is not available (then fsync one by one)."""
-    if SYNCFS is None:
-        return False
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if SYNCFS(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), path)
-    finally:
-        os.close(fd)
-    return True
-
-
-def fsync_folder(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_folders_durable(mount: str, folders: Collection[str]) -> None:
-    """fsync each folder (or one syncfs when there are many)."""
-    if not folders:
-        return
-    if len(folders) > 16 and syncfs(mount):
-        return
-    for folder in folders:
-        try:
-            fsync_folder(folder)
-        except FileNotFoundError:
-            continue  # emptied and removed meanwhile (by a move or delete): its parent records that
-
-
-def stream(fi: int, fo: int, halt: threading.Event | None = None, size: int | None = None) -> int:
-    """Copy fi's bytes from offset 0 into fo, `size` of them (None: to EOF); the kernel moves them when it can.
-
-    Returns the count. When the file is shorter than `size` the copy stops at its end; the caller compares
-    the count (and a second stat) with what it expected.
-    """
-    total = 0
-    want = CHUNK if size is None else size
-    try:
-        while size is None or total < size:
-            if halt is not None and halt.is_set():
-                raise Halted
-            n = os.copy_file_range(fi, fo, min(CHUNK, want - total) if size is not None else CHUNK)
-            if n == 0:
-                return total
-            total += n
-            failpoint("copy.mid")  # crash tests: bytes in the temp file, no fsync, no rename
-        return total
-    except OSError as exc:
-        if total or exc.errno not in _KERNEL_COPY_FALLBACK:
-            raise
-    offset = 0
-    try:
-        while size is None or offset < size:
-            if halt is not None and halt.is_set():
-                raise Halted
-            n = os.sendfile(fo, fi, offset, CHUNK if size is None else min(CHUNK, size - offset))
-            if n == 0:
-                return offset
-            offset += n
-        return offset
-    except OSError as exc:
-        if offset or exc.errno not in _KERNEL_COPY_FALLBACK:
-            raise
-    os.lseek(fi, 0, os.SEEK_SET)
-    buf = bytearray(BUFFER)
-    view = memoryview(buf)
-    total = 0
-    while size is None or total < size:
-        if halt is not None and halt.is_set():
-            raise Halted
-        n = os.readv(fi, [buf])
-        if n == 0:
-            return total
-        written = 0
-        while written < n:
-            written += os.write(fo, view[written:n])
-        total += n
-    return total
-
-
-def same_bytes(fi: int, other: str) -> bool:
-    """fi's content equals the file at `other` (read in 1 MiB steps)."""
-    fd = os.open(other, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        offset = 0
-        while True:
-            a = os.pread(fi, BUFFER, offset)
-            b = os.pread(fd, BUFFER, offset)
-            if a != b:
-                return False
-            if not a:
-                return True
-            offset += len(a)
-    finally:
-        os.close(fd)
-
-
-def first_line(fd: int) -> str:
-    head = os.pread(fd, 4096, 0)
-    return head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
 
 
 def _same(a: FileStat, b: FileStat) -> bool:
@@ -265,7 +121,7 @@ class Copier:
 
     def run(self, jobs: Sequence[CopyJob]) -> list[CopyResult]:
         """Copy every job; results in job order. A result is done only once it is durable in the mount."""
-        batch_sync = len(jobs) >= 4 and SYNCFS is not None
+        batch_sync = len(jobs) >= 4 and mountfs.SYNCFS is not None
         results: list[CopyResult | None] = [None] * len(jobs)
         staged: list[tuple[int, str, str, CopyResult]] = []
         try:
@@ -273,18 +129,18 @@ class Copier:
                 results[i] = self._one(job, i, staged, per_file_sync=not batch_sync or job.expect.size > SMALL)
             if staged and batch_sync:
                 try:
-                    syncfs(self.mount)
+                    mountfs.syncfs(self.mount)
                 except OSError as exc:
                     for i, temp, _, _ in staged:
                         results[i] = _failed(jobs[i].path, exc, True)
-                        _unlink(temp)
+                        unlink_quietly(temp)
                     staged = []
             renamed: list[tuple[int, CopyResult]] = []
             for i, temp, final, result in staged:
                 try:
                     os.replace(temp, final)
                 except OSError as exc:
-                    _unlink(temp)
+                    unlink_quietly(temp)
                     results[i] = (
                         CopyResult(jobs[i].path, Outcome.CONFLICT, error="mount: a folder is in the way")
                         if exc.errno in (E.EISDIR, E.ENOTEMPTY, E.EEXIST)
@@ -296,9 +152,9 @@ class Copier:
             staged = []
             try:
                 if batch_sync and renamed:
-                    syncfs(self.mount)
+                    mountfs.syncfs(self.mount)
                 else:
-                    make_folders_durable(self.mount, self._touched)
+                    mountfs.make_folders_durable(self.mount, self._touched)
             except OSError as exc:
                 for i, _ in renamed:
                     results[i] = _failed(jobs[i].path, exc, True)
@@ -310,7 +166,7 @@ class Copier:
                 results[i] = result
         finally:
             for _, temp, _, _ in staged:
-                _unlink(temp)
+                unlink_quietly(temp)
             for job, maybe in zip(jobs, results, strict=True):
                 if (maybe is None or not maybe.done) and "/" in job.path:
                     prune_empty(self.mount, job.path.rpartition("/")[0])  # folders made for a copy that failed
@@ -431,7 +287,7 @@ class Copier:
             return None
         finally:
             if not keep:
-                _unlink(temp)
+                unlink_quietly(temp)
 
     def _link_inside(self, src: str) -> bool:
         target = os.path.realpath(src)
@@ -518,76 +374,3 @@ class Copier:
                 raise _Conflict from None
             self._folders.add(current)
         return target
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def prune_empty(mount: str, folder: str, touched: set[str] | None = None) -> None:
-    """Remove `folder` (relative) and the folders above it while they are empty; never the mount itself."""
-    while folder:
-        path = mount + "/" + folder
-        try:
-            os.rmdir(path)
-        except OSError:
-            return
-        parent = folder.rpartition("/")[0]
-        if touched is not None:
-            touched.discard(path)
-            touched.add(mount + "/" + parent if parent else mount)
-        folder = parent
-
-
-def delete_files(mount: str, paths: Sequence[str]) -> list[tuple[str, OSError | None]]:
-    """Remove each path from the mount, then the folders this leaves empty; make it durable."""
-    out: list[tuple[str, OSError | None]] = []
-    folders: set[str] = set()
-    touched: set[str] = set()
-    for rel in paths:
-        try:
-            os.unlink(mount + "/" + rel)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            pass  # not there (or a folder stands there): no file of ours to remove
-        except OSError as exc:
-            out.append((rel, exc))
-            continue
-        out.append((rel, None))
-        head = rel.rpartition("/")[0]
-        folders.add(head)
-        touched.add(mount + "/" + head if head else mount)
-    for folder in sorted(folders, key=lambda f: f.count("/"), reverse=True):
-        prune_empty(mount, folder, touched)
-    try:
-        make_folders_durable(mount, {t for t in touched if os.path.isdir(t)})
-    except OSError as exc:
-        return [(rel, exc if err is None else err) for rel, err in out]
-    return out
-
-
-def remove_temps(mount: str) -> int:
-    """Delete temp and probe files a crash left anywhere in the mount; how many."""
-    removed = 0
-    stack = [mount]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = os.scandir(folder)
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    elif TEMP_RE.match(entry.name):
-                        os.unlink(entry.path)
-                        removed += 1
-                except OSError:
-                    continue
-    return removed
-
-
-def elapsed_ms(start: float) -> int:
-    return int((time.perf_counter() - start) * 1000)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import anyio
 
-from agent.sync.copier import TEMP_RE
 from agent.sync.engine import SyncEngine
+from agent.sync.mountfs import TEMP_RE
 
 EngineFactory = Callable[..., SyncEngine]
 

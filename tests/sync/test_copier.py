@@ -13,15 +13,8 @@ import pytest
 from sync.sync_kit import temps
 
 from agent.sync import copier as copier_mod
-from agent.sync.copier import (
-    TEMP_RE,
-    Copier,
-    CopyJob,
-    Outcome,
-    delete_files,
-    remove_temps,
-    temp_name,
-)
+from agent.sync import mountfs
+from agent.sync.copier import Copier, CopyJob, Outcome
 from agent.sync.scan import to_filestat
 from agent.sync.statedb import make_row
 
@@ -54,7 +47,7 @@ def test_copy_keeps_bytes_mode_and_mtime(src: Path, mnt: Path) -> None:
 def test_batches_of_small_files(src: Path, mnt: Path, monkeypatch: pytest.MonkeyPatch, syncfs_available: bool) -> None:
     """A batch of small files lands whole, with one syncfs or with per-file fsyncs when syncfs is missing."""
     if not syncfs_available:
-        monkeypatch.setattr(copier_mod, "SYNCFS", None)
+        monkeypatch.setattr(mountfs, "SYNCFS", None)
     for i in range(20):
         (src / f"d{i % 3}").mkdir(exist_ok=True)
         (src / f"d{i % 3}" / f"f{i}").write_text(str(i) * i)
@@ -62,23 +55,6 @@ def test_batches_of_small_files(src: Path, mnt: Path, monkeypatch: pytest.Monkey
     results = copy(src, mnt, [job(src, rel) for rel in rels])
     assert all(r.outcome is Outcome.COPIED for r in results)
     assert {rel: (mnt / rel).read_text() for rel in rels} == {rel: (src / rel).read_text() for rel in rels}
-
-
-def test_kernel_copy_fallbacks(src: Path, mnt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """When copy_file_range is refused the bytes go by sendfile, and when that is refused by a bounded buffer."""
-    data = os.urandom(2_500_000)
-    (src / "big").write_bytes(data)
-
-    def refuse(*args: object) -> int:
-        raise OSError(errno.EXDEV, "cross-device")
-
-    monkeypatch.setattr(os, "copy_file_range", refuse)
-    [first] = copy(src, mnt, [job(src, "big")])
-    assert first.outcome is Outcome.COPIED and (mnt / "big").read_bytes() == data
-    (mnt / "big").unlink()
-    monkeypatch.setattr(os, "sendfile", refuse)
-    [second] = copy(src, mnt, [job(src, "big")])
-    assert second.outcome is Outcome.COPIED and (mnt / "big").read_bytes() == data
 
 
 def test_source_modified_mid_copy_is_discarded(src: Path, mnt: Path) -> None:
@@ -160,15 +136,6 @@ def test_missing_mount_is_never_created(src: Path, tmp_path: Path) -> None:
     assert not gone.exists()
 
 
-def test_temp_names_fit_and_match_the_cleanup_pattern() -> None:
-    """Temp names stay within 255 bytes even for 255-byte or multibyte names, and the cleanup pattern knows them."""
-    for name in ["x" * 255, "é" * 127, "plain.csv", "new\nline"]:
-        temp = temp_name(name)
-        assert len(os.fsencode(temp)) <= 255
-        assert TEMP_RE.match(temp)
-    assert not TEMP_RE.match("data.tmp")
-
-
 def test_existing_identical_copy_is_adopted(src: Path, mnt: Path) -> None:
     """When the mount already holds the file (same size and mtime), it is recorded without copying."""
     (src / "f").write_text("same")
@@ -236,27 +203,3 @@ def test_marker_first_line_is_read(src: Path, mnt: Path) -> None:
     (src / "_SUCCESS").write_text("drop-42\nmore\n")
     [result] = copy(src, mnt, [job(src, "_SUCCESS")], marker_names={"_SUCCESS"})
     assert result.first_line == "drop-42"
-
-
-def test_remove_temps_clears_only_our_leftovers(mnt: Path) -> None:
-    """Crash leftovers matching the temp pattern are removed anywhere in the mount; other files stay."""
-    (mnt / "deep" / "er").mkdir(parents=True)
-    (mnt / "deep" / "er" / temp_name("x.csv")).write_text("partial")
-    (mnt / ".domino-sync-probe-0011aabb.tmp").write_text("")
-    (mnt / "keep.tmp").write_text("user file")
-    (mnt / "deep" / "data.csv").write_text("d")
-    assert remove_temps(str(mnt)) == 2
-    assert sorted(p.name for p in mnt.rglob("*") if p.is_file()) == ["data.csv", "keep.tmp"]
-
-
-def test_delete_files_prunes_empty_folders(mnt: Path) -> None:
-    """Deleting files removes the folders they leave empty, never the mount; missing files are fine."""
-    (mnt / "a" / "b").mkdir(parents=True)
-    (mnt / "a" / "b" / "f").write_text("x")
-    (mnt / "a" / "g").write_text("y")
-    (mnt / "top").write_text("z")
-    results = delete_files(str(mnt), ["a/b/f", "top", "never/was"])
-    assert all(error is None for _, error in results)
-    assert sorted(p.relative_to(mnt).as_posix() for p in mnt.rglob("*")) == ["a", "a/g"]
-    delete_files(str(mnt), ["a/g"])
-    assert mnt.exists() and list(mnt.iterdir()) == []

@@ -18,7 +18,7 @@ from sync.sync_kit import EngineFactory, empty_folders, temps, tree
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
 from agent.sync import copier as copier_mod
 from agent.sync import mount as mount_mod
-from agent.sync.copier import temp_name
+from agent.sync.mountfs import temp_name
 from agent.sync.statedb import StateDB
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 from sync.sync_kit import EngineFactory, temps, tree
 
-from agent.sync.copier import TEMP_RE
+from agent.sync.mountfs import TEMP_RE
 from agent.sync.statedb import StateDB
 
 SCRIPT = """

@@ -1,0 +1,458 @@
+# String paths and os.* calls on purpose: a Path object per file costs too much on 100k-file trees.
+# ruff: noqa: PTH100
+"""The sync pipeline's shared steps: state, mount checks, full scans, event stats, copy batches, delete passes.
+
+`SyncEngine` (engine.py) drives these in its two modes. Everything here that touches the `Ledger` runs on the
+event loop thread; stats, copies, deletes and state DB writes run in worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+from agent.config import SourceConfig
+from agent.errors import SourceError, StateError
+from agent.facts import Fact
+from agent.failpoints import failpoint
+from agent.logs import get_logger
+from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome
+from agent.sync.ledger import Failure, Ledger
+from agent.sync.mount import mount_problem, stale_rows
+from agent.sync.mountfs import delete_files, remove_temps
+from agent.sync.plan import delete_allowed
+from agent.sync.scan import IgnoreMatcher, ScanResult, Walker, under_any
+from agent.sync.statedb import StateDB
+from agent.sync.watcher import WatcherFactory, watchfiles_changes
+
+log = get_logger("agent.sync")
+
+LARGE_BATCH = 1000  # events since the last full scan that call for another (inotify may overflow)
+STORM_QUIET = 1.0  # seconds without events after such a storm before the closing full scan
+IDLE_WAKE = 5.0  # the driver sleeps at most this long when nothing is due (events and results wake it)
+CLEAN_MARKER = "sync.clean"
+
+
+def in_loop_thread() -> bool:
+    """Called from the thread that runs the event loop (not from a worker or foreign thread)."""
+    try:
+        anyio.get_current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _ignore_fact(fact: Fact) -> None:
+    return None
+
+
+def _inside(path: Path, root: str) -> str | None:
+    """`path` relative to `root` when it lies inside it (the agent's own state, or the mount), else None."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real.startswith(real_root + "/"):
+        return real[len(real_root) + 1 :]
+    return None
+
+
+class Pipeline:
+    """State and steps shared by the daemon and the burst mode. Knobs after `*` let tests run fast."""
+
+    def __init__(
+        self,
+        source: SourceConfig,
+        mount: Path,
+        state_dir: Path,
+        *,
+        on_fact: Callable[[Fact], None] = _ignore_fact,
+        marker_names: frozenset[str] = frozenset(),
+        clock: Callable[[], float] = time.time,
+        watcher_factory: WatcherFactory | None = None,
+        copy_hook: Callable[[str], None] | None = None,
+        batch_files: int = 1024,
+        batch_bytes: int = 64 << 20,
+        retry_cap: float = 30.0,
+        mount_retry_cap: float = 5.0,
+        mount_poll: float = 2.0,
+        once_attempts: int = 3,
+        once_settle_limit: float | None = None,
+    ) -> None:
+        self.source = source
+        self._root = os.path.abspath(source.path)
+        self._mount = os.path.abspath(mount)
+        self._state_dir = Path(state_dir)
+        prune = [rel for rel in (_inside(self._state_dir, self._root), _inside(Path(mount), self._root)) if rel]
+        self._walker = Walker(self._root, IgnoreMatcher(source.ignore), prune)
+        self._on_fact = on_fact
+        self._marker_names = marker_names
+        self._clock = clock
+        self._watcher_factory: WatcherFactory = watcher_factory or watchfiles_changes
+        self._copy_hook = copy_hook
+        self._batch_files = batch_files
+        self._batch_bytes = batch_bytes
+        self._mount_retry_cap = mount_retry_cap
+        self._mount_poll = mount_poll
+        self._once_attempts = once_attempts
+        self._once_settle_limit = once_settle_limit if once_settle_limit is not None else max(30.0, 5 * source.settle)
+        self._ledger = Ledger({}, source.settle, source.delete == "mirror", self._emit, retry_cap=retry_cap)
+        self._db: StateDB | None = None
+        self._halt = threading.Event()
+        self._busy = 0
+        self._temps_clear = False
+        self._scanned = False
+        self._scan_requested = False
+        self._mount_problem: str | None = "not checked yet"
+        self._mount_recheck = False
+        self._source_problem: str | None = None
+        self._last_scan_at: float | None = None
+        self._last_scan_files: int | None = None
+        self._dirty: set[str] = set()
+        self._logged_skips: set[str] = set()
+        self._running = 0
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._wake: anyio.Event | None = None
+        self._stop: anyio.Event | None = None
+        self._scan_wake: anyio.Event | None = None
+        self._mount_wake: anyio.Event | None = None
+        self._watch_stop: anyio.Event | None = None
+        self._rewatch = False
+        self._events_since_scan = 0
+        self._last_event = 0.0
+        self._storm = False
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._burst = False
+        self._final: dict[str, str] = {}
+        self._conflicts: set[str] = set()
+        self._refused = False
+
+    def request_scan(self) -> None:
+        """Ask for a full scan soon. From the event loop it starts at once; from another thread the flag is
+        seen within a second."""
+        self._scan_requested = True
+        if self._scan_wake is not None and in_loop_thread():
+            self._scan_wake.set()
+
+    def _restart_watcher(self) -> None:
+        """The source came back (perhaps as a new folder): watch it afresh."""
+        self._rewatch = True
+        if self._watch_stop is not None:
+            self._watch_stop.set()
+
+    def _prepare(self) -> None:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.source.copy_workers)
+        self._wake = anyio.Event()
+        self._stop = anyio.Event()
+        self._halt.clear()
+        self._final = {}
+        self._conflicts = set()
+        self._refused = False
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _emit(self, fact: Fact) -> None:
+        try:
+            self._on_fact(fact)
+        except Exception as exc:
+            log.error("sync.fact_handler_failed", error=f"{exc.__class__.__name__}: {exc}")
+
+    async def _open(self) -> None:
+        if self._db is not None:
+            return
+        db = await anyio.to_thread.run_sync(StateDB, self._state_dir / "state.db")
+        try:
+            self._ledger.rows = await anyio.to_thread.run_sync(db.load)
+            self._temps_clear = await anyio.to_thread.run_sync(self._take_clean_marker)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def _take_clean_marker(self) -> bool:
+        """True when the last run ended cleanly (no temp files of ours in the mount); the marker is consumed."""
+        marker = self._state_dir / CLEAN_MARKER
+        try:
+            marker.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StateError(f"state dir {self._state_dir} is not writable ({exc.strerror})") from None
+        fd = os.open(self._state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+
+    async def _check_mount(self, *, probe: bool) -> str | None:
+        problem = await anyio.to_thread.run_sync(lambda: mount_problem(self._mount, probe=probe))
+        self._mount_recheck = False
+        if problem is None and not self._temps_clear:
+            try:
+                removed = await anyio.to_thread.run_sync(remove_temps, self._mount)
+            except OSError as exc:
+                problem = f"mount {self._mount}: temp files cannot be cleared ({exc.strerror})"
+            else:
+                self._temps_clear = True
+                if removed:
+                    log.info("sync.temps_removed", count=removed, mount=self._mount)
+        if problem != self._mount_problem:
+            if problem is None:
+                log.info("sync.mount_ok", mount=self._mount)
+                await self._verify_mount()
+            else:
+                log.warning("sync.mount_unavailable", mount=self._mount, problem=problem)
+            self._mount_problem = problem
+            self._poke()
+        return problem
+
+    async def _verify_mount(self) -> None:
+        """The mount (re)appeared: forget rows whose file it no longer holds, so they are copied again."""
+        rows = dict(self._ledger.rows)
+        stale = await anyio.to_thread.run_sync(stale_rows, self._mount, rows)
+        if not stale:
+            return
+        log.warning("sync.mount_rows_stale", files=len(stale), mount_files=len(rows), first=stale[0])
+        if self._db is not None:
+            await anyio.to_thread.run_sync(lambda: self._db.record(drop=stale) if self._db else None)
+        self._ledger.drop_rows(stale)
+        self.request_scan()
+
+    async def _full_scan(self) -> bool:
+        started = self._clock()
+        self._events_since_scan = 0
+        try:
+            scan = await anyio.to_thread.run_sync(self._walker.scan, self._ledger.rows)
+        except SourceError as exc:
+            if self._source_problem != str(exc):
+                log.error("sync.source_unavailable", error=str(exc))
+            self._source_problem = str(exc)
+            return False
+        if self._source_problem is not None:
+            log.info("sync.source_ok", source=self._root)
+            self._restart_watcher()
+        self._source_problem = None
+        self._apply_scan(scan, started, burst=False)
+        self._scanned = True
+        self._last_scan_at = started
+        self._last_scan_files = scan.files
+        log.info(
+            "sync.scan_done",
+            files=scan.files,
+            changed=len(scan.changed),
+            pending=len(self._ledger.pending()),
+            ms=int((self._clock() - started) * 1000),
+        )
+        self._poke()
+        return True
+
+    def _apply_scan(self, scan: ScanResult, at: float, *, burst: bool) -> None:
+        """Feed a full scan: absences first (so moves pair up), then changed files."""
+        ledger = self._ledger
+        self._log_skips(scan.skipped)
+        since = at - self.source.settle if burst else None
+        ledger.held.clear()
+        for rel in scan.missing(list(ledger.rows)):
+            ledger.observe(rel, None, at, since=since)
+        for rel, watch in list(ledger.settler.items()):
+            if (
+                watch.sig is not None
+                and rel not in scan.seen
+                and rel not in ledger.rows
+                and not under_any(rel, scan.unreadable)
+            ):
+                ledger.observe(rel, None, at)
+        for rel in sorted(scan.changed):  # path order: a folder's files one after another, as on disk
+            ledger.observe(rel, scan.changed[rel], at)
+
+    async def _stat(self, rels: list[str]) -> tuple[dict[str, Any], ScanResult]:
+        return await anyio.to_thread.run_sync(self._walker.stat_paths, rels, self._ledger.rows)
+
+    async def _confirm(self, due: list[str]) -> None:
+        """Stat due paths again; the ledger queues those that held still."""
+        at = self._clock()
+        states, sub = await self._stat(due)
+        self._log_skips(sub.skipped)
+        for rel, fs in states.items():
+            if fs is None:
+                self._ledger.observe(rel, None, at)
+        for rel, fs in states.items():
+            if fs is not None:
+                self._ledger.observe(rel, fs, at)
+        for rel, fs in sub.changed.items():
+            self._ledger.observe(rel, fs, at)
+
+    async def _process_events(self) -> None:
+        root = self._root + "/"
+        rels: list[str] = []
+        for path in self._dirty:
+            if path == self._root:
+                self._scan_requested = True
+            elif path.startswith(root):
+                rel = path[len(root) :]
+                if not self._walker.excluded(rel):
+                    rels.append(rel)
+        self._dirty = set()
+        if not rels:
+            return
+        at = self._clock()
+        states, sub = await self._stat(rels)
+        self._log_skips(sub.skipped)
+        ledger = self._ledger
+        folders = set(sub.folders)
+        for rel, fs in states.items():
+            if fs is None:
+                ledger.observe(rel, None, at)
+                if rel not in ledger.rows or rel in folders:
+                    ledger.observe_gone_under(rel, at, sub.seen if rel in folders else ())
+        for rel, fs in states.items():
+            if fs is not None:
+                ledger.observe(rel, fs, at)
+        for rel, fs in sub.changed.items():
+            ledger.observe(rel, fs, at)
+
+    def _start_batches(self) -> None:
+        ledger = self._ledger
+        workers = self.source.copy_workers
+        while self._tg is not None and ledger.ready and self._running < workers:
+            batch = ledger.take_batch(workers, self._batch_files, self._batch_bytes)
+            if not batch:
+                return
+            self._running += 1
+            self._tg.start_soon(self._run_batch, batch)
+
+    async def _run_batch(self, jobs: list[CopyJob]) -> None:
+        self._busy += 1
+        results: list[CopyResult] | None = None
+        try:
+            results = await anyio.to_thread.run_sync(self._copy_and_record, jobs, limiter=self._limiter)
+        finally:
+            self._busy -= 1
+            self._running -= 1
+            if results is None:
+                self._ledger.release(jobs)
+            self._poke()
+        now = self._clock()
+        failures = self._ledger.apply(jobs, results, now)
+        copied = [r for r in results if r.done]
+        if copied:
+            log.info("sync.copied", files=len(copied), bytes=sum(r.bytes for r in copied), first=copied[0].path)
+        for result in results:
+            if result.outcome is Outcome.CHANGED:
+                log.info("sync.changed_during_copy", path=result.path)
+        self._handle_failures(failures)
+
+    def _copy_and_record(self, jobs: list[CopyJob]) -> list[CopyResult]:
+        """Worker thread: copy a batch, then record what is done in one transaction."""
+        copier = Copier(self._root, self._mount, marker_names=self._marker_names, hook=self._copy_hook, halt=self._halt)
+        results = copier.run(jobs)
+        failpoint("copy.after_rename")  # crash tests: renamed into the mount and durable, not yet in the state DB
+        done = [r for r in results if r.done and r.row is not None]
+        if not done or self._db is None:
+            return results
+        try:
+            self._db.record(
+                put=[(r.path, r.row) for r in done if r.row is not None],
+                drop=[r.moved_from for r in done if r.moved_from is not None],
+                at=self._clock(),
+            )
+        except StateError as exc:
+            return [CopyResult(r.path, Outcome.FAILED, error=str(exc)) if r.done else r for r in results]
+        return results
+
+    def _handle_failures(self, failures: list[Failure]) -> None:
+        for failure in failures:
+            if failure.mount_side:
+                self._mount_recheck = True
+                if self._mount_wake is not None:
+                    self._mount_wake.set()
+            if self._burst and (failure.conflict or failure.attempt >= self._once_attempts):
+                if failure.conflict:
+                    self._conflicts.add(failure.path)
+                self._final[failure.path] = failure.error
+                self._ledger.settler.forget(failure.path)
+            log.warning(
+                "sync.copy_failed",
+                path=failure.path,
+                error=failure.error,
+                attempt=failure.attempt,
+                retry_in=None if failure.retry_at is None else round(failure.retry_at - self._clock(), 3),
+            )
+
+    async def _delete_pass(self, now: float, *, burst: bool) -> None:
+        ledger = self._ledger
+        candidates = ledger.deletable(now)
+        if not candidates:
+            return
+        root_ok, (states, _) = await anyio.to_thread.run_sync(
+            lambda: (self._walker.root_ok(), self._walker.stat_paths(candidates, self._ledger.rows))
+        )
+        if not root_ok:
+            self.request_scan()  # reports the source problem; nothing is deleted while the source is away
+            return
+        at = self._clock()
+        gone = [rel for rel in candidates if states.get(rel) is None]
+        for rel in candidates:
+            fs = states.get(rel)
+            if fs is not None:
+                ledger.observe(rel, fs, at)
+        gone = [rel for rel in gone if rel in ledger.absent and rel not in ledger.moving]
+        if not gone:
+            return
+        total = len(ledger.rows)
+        if not delete_allowed(len(gone), total, self.source.max_delete):
+            ledger.refuse(gone)
+            self._refused = True
+            log.warning(
+                "sync.delete_refused",
+                deletes=len(gone),
+                mount_files=total,
+                max_delete=self.source.max_delete,
+                hint="raise source.max_delete or delete from the mount by hand if this is intended",
+            )
+            return
+        self._busy += 1
+        ledger.start_deletes(gone)
+        try:
+            results = await anyio.to_thread.run_sync(self._delete_and_record, gone, limiter=self._limiter)
+        except BaseException:
+            ledger.inflight.difference_update(gone)
+            raise
+        finally:
+            self._busy -= 1
+        failures = ledger.apply_deletes(results, self._clock())
+        deleted = sum(1 for _, error in results if error is None)
+        if deleted:
+            log.info("sync.deleted", files=deleted, first=gone[0])
+        if burst:
+            for failure in failures:
+                self._final[failure.path] = failure.error
+                ledger.settler.forget(failure.path)
+        self._handle_failures([] if burst else failures)
+
+    def _delete_and_record(self, paths: list[str]) -> list[tuple[str, str | None]]:
+        results = delete_files(self._mount, paths)
+        done = [rel for rel, error in results if error is None]
+        out = [(rel, None if error is None else f"mount: {error.strerror}") for rel, error in results]
+        if done and self._db is not None:
+            try:
+                self._db.record(drop=done)
+            except StateError as exc:
+                return [(rel, str(exc)) for rel, _ in results]
+        return out
+
+    def _log_skips(self, skipped: list[tuple[str, str]]) -> None:
+        for rel, why in skipped:
+            if rel not in self._logged_skips:
+                self._logged_skips.add(rel)
+                log.info("sync.skipped", path=rel, why=why)
