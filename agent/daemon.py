@@ -87,6 +87,7 @@ class Agent:
         self._stopping = False
         self._bootstrap_problem = "starting"
         self._scan_wanted_at: float | None = None
+        self._daemon = False
         self.last_error: str | None = None
         self._markers = frozenset(r.when.marker for r in self.rules if isinstance(r.when, MarkerWhen))
 
@@ -227,10 +228,11 @@ class Agent:
             self.metrics.files_deleted.inc()
             self._first_seen.pop(fact.path, None)
         new_state, requests = step(self.rules, self.rules_state, fact)
-        if new_state is not self.rules_state:
+        if new_state != self.rules_state:  # a quiet tick changes nothing and costs no write
             self.rules_state = new_state
             self._rules_dirty = True
         for request in requests:
+            self._want_fresh_scan(request.requested_at)
             self._submit(request)
 
     def _submit(self, request: SnapshotRequest) -> int:
@@ -251,12 +253,19 @@ class Agent:
             self.queue.save_rules_state(self.rules_state.to_json())
             self._rules_dirty = False
 
-    def covered(self, request: SnapshotRequest) -> bool:
-        """True when no file under the request's scopes, changed before it was requested, is still pending.
+    def _want_fresh_scan(self, at: float) -> None:
+        """In daemon mode, snapshots wait for a full scan started after `at`: the watcher may not have reported
+        every file written before the trigger (inotify drops events in a storm of thousands of files, and a
+        manual request can come before the watcher's next batch). In burst mode the pass itself was that scan."""
+        if not self._daemon:
+            return
+        self._scan_wanted_at = max(at, self._scan_wanted_at or 0.0)
+        if self.engine is not None:
+            self.engine.request_scan()
 
-        A manual request also waits for a full scan started after it, so that files written just before the
-        request (which the watcher may not have reported yet) are in the snapshot too.
-        """
+    def covered(self, request: SnapshotRequest) -> bool:
+        """True when no file under the request's scopes, changed before it was requested, is still pending,
+        and (daemon mode) a full scan started after the request found nothing more to wait for."""
         if self.engine is None:
             return False
         cutoff = request.requested_at
@@ -331,9 +340,7 @@ class Agent:
     def request_snapshot(self, tags: Sequence[str]) -> int:
         """A manual snapshot: goes through the rules engine so manual rules add their tags too."""
         fact = ManualRequest(at=self.clock(), tags=tuple(tags))
-        self._scan_wanted_at = fact.at
-        if self.engine is not None:
-            self.engine.request_scan()
+        self._want_fresh_scan(fact.at)
         new_state, requests = step(self.rules, self.rules_state, fact)
         self.rules_state, self._rules_dirty = new_state, True
         if not requests:
@@ -347,6 +354,8 @@ class Agent:
 
     async def run(self) -> int:
         """Daemon mode until SIGTERM or SIGINT; returns the exit code (0 after a clean drain)."""
+        self._daemon = True
+        self._scan_wanted_at = self.clock()  # jobs recovered from the queue wait for the start scan too
         async with self._assembled(retry_bootstrap=True), anyio.create_task_group() as tg:
             assert self.engine is not None and self.queue is not None
             if self.config.server.enabled:

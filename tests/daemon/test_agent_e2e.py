@@ -134,3 +134,24 @@ async def test_once_syncs_fires_and_drains(emulator: Any, make_cfg: Any, tmp_pat
     assert summary["copied"] == 11
     assert await _has_tags(emulator, {"once"})
     assert tree(emulator.mount_root / DATASET) == tree(cfg.source.path)
+
+
+async def test_five_thousand_files_and_a_marker_make_one_complete_snapshot(emulator: Any, make_cfg: Any) -> None:
+    """A 5,000-file drop with one marker costs one snapshot call and one call per extra tag, and the snapshot
+    holds all 5,000 files (a full scan after the trigger catches any event inotify dropped)."""
+    cfg = make_cfg(
+        emulator, rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["big-{seq}", "latest", "x"]}]
+    )
+    async with running_agent(cfg):
+        src = cfg.source.path
+        for folder in range(50):
+            for i in range(100):
+                write(src, f"drop/f{folder:02}/{i:03}.dat", f"{folder}-{i}")
+        write(src, "drop/_SUCCESS", "")
+        await wait_for_async(lambda: _has_tags(emulator, {"big-1", "latest", "x"}), 120, "tagged snapshot")
+    frozen = tree(emulator.mount_root / f"{DATASET}@latest")
+    assert len(frozen) == 5001
+    assert frozen == tree(src)
+    by_route = emulator.stats()["by_route"]
+    assert by_route["POST /api/datasetrw/v1/datasets/{datasetId}/snapshots"] == 1
+    assert by_route["POST /api/datasetrw/v1/datasets/{datasetId}/tags"] == 2  # the first tag rides on the create
