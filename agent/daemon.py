@@ -24,7 +24,6 @@ import anyio
 from agent.api.client import ClientSettings, DatasetsClient
 from agent.api.models import Dataset, Dialect
 from agent.bootstrap import bootstrap
-from agent.cli.progress import show_first_sync
 from agent.config import Config, MarkerWhen
 from agent.errors import AgentError, ApiError, ConfigError
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualRequest, Tick
@@ -364,6 +363,8 @@ class Agent:
             tg.start_soon(self.queue.run)
             tg.start_soon(self._ticker)
             if self.progress:
+                from agent.cli.progress import show_first_sync
+
                 tg.start_soon(show_first_sync, self._sync_status)
             self._engine_scope = anyio.CancelScope()
             tg.start_soon(self._run_engine)
@@ -423,6 +424,8 @@ class Agent:
             done = anyio.Event()
             async with anyio.create_task_group() as tg:
                 if self.progress:
+                    from agent.cli.progress import show_first_sync
+
                     tg.start_soon(show_first_sync, self._sync_status, done.is_set)
                 report: SyncReport = await self.engine.sync_once()
                 done.set()  # the bar draws its final count and returns

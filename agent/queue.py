@@ -76,6 +76,7 @@ class TaskQueue:
         backoff_cap: float = 300.0,
         max_attempts: int = 8,
         poll_interval: float = 0.2,
+        idle_interval: float = 2.0,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         call_timeout: float = 600.0,
         adopt_skew: float = 5.0,
@@ -90,6 +91,7 @@ class TaskQueue:
         self._backoff_cap = backoff_cap
         self._max_attempts = max(1, max_attempts)
         self._poll_interval = poll_interval
+        self._idle_interval = idle_interval  # an empty queue looks at the DB this often (submits here wake it)
         self._on_event = on_event
         self._call_timeout = call_timeout
         self._adopt_skew = adopt_skew
@@ -190,7 +192,7 @@ class TaskQueue:
                     waiter.set()
                 if until_idle:
                     return
-                await self._sleep(self._poll_interval, seen)
+                await self._sleep(self._idle_interval, seen)
                 continue
             wait = job.next_attempt_at - self._clock()
             if wait > 0:

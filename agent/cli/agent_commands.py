@@ -11,7 +11,6 @@ import aiohttp
 import anyio
 import click
 
-from agent.cli.progress import wants_progress
 from agent.config import Config, load_config
 from agent.errors import AgentError
 from agent.logs import configure_logging
@@ -20,6 +19,15 @@ CONFIG_OPTION = click.option(
     "--config", "-c", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
     help="The YAML configuration file.",
 )  # fmt: skip
+
+
+def wants_progress() -> bool:
+    """A progress bar only for people: stderr is a terminal (rich is imported only then)."""
+    if not sys.stderr.isatty():
+        return False
+    from agent.cli.progress import wants_progress as rich_says
+
+    return rich_says()
 
 
 def _load(ctx: click.Context, path: Path, quiet_default: bool = False) -> Config:

@@ -10,14 +10,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
 
 from agent.api.models import Dialect
-from agent.emulator import EmulatorOptions, RunningEmulator, running_emulator
-from agent.emulator.options import KEY_RE, USER_RE
+from agent.emulator.options import KEY_RE, USER_RE, EmulatorOptions
+
+if TYPE_CHECKING:
+    from agent.emulator import RunningEmulator
 
 
 class _OneLineErrors(click.Command):
@@ -62,6 +64,8 @@ def banner(emu: RunningEmulator, show_key: bool) -> str:
 async def serve(options: EmulatorOptions, show_key: bool) -> None:
     """Run the emulator until SIGINT or SIGTERM."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        from agent.emulator import running_emulator  # the server's modules load only when one is started
+
         async with running_emulator(options) as emu:
             click.echo(banner(emu, show_key))
             async for _ in signals:
