@@ -48,6 +48,7 @@ async def run_checks(config: Config) -> list[CheckResult]:
                     results.append(("api", False, str(exc)))
                     return results
                 name = config.dataset.name
+                creating = False
                 try:
                     if config.dataset.id:
                         dataset = await client.get_dataset(config.dataset.id)
@@ -59,6 +60,7 @@ async def run_checks(config: Config) -> list[CheckResult]:
                 except NotFoundError as exc:
                     if config.dataset.create and not config.dataset.id:
                         results.append(("dataset", True, f"{name} does not exist yet; it will be created"))
+                        creating = True
                     else:
                         results.append(("dataset", False, str(exc)))
                 except AgentError as exc:
@@ -68,7 +70,7 @@ async def run_checks(config: Config) -> list[CheckResult]:
                 except AgentError as exc:
                     results.append(("mount", False, str(exc)))
                 else:
-                    if endpoint.mount_root is not None and not mount.exists():
+                    if (creating or endpoint.mount_root is not None) and not mount.exists():
                         results.append(("mount", True, f"{mount} will be created with the dataset"))
                     else:
                         ok, detail = _writable_folder(mount)

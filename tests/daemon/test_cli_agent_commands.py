@@ -1,0 +1,92 @@
+"""`check`, `snapshot` and `retry` against a real emulator and a running agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import yaml
+from e2e_support import DATASET, make_config, running_agent, wait_for, write
+
+from agent.api.models import Role
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _write_config(emu: Any, tmp_path: Path, **overrides: Any) -> Path:
+    doc = make_config(emu, tmp_path, **overrides).model_dump(mode="json")
+    doc["domino"].pop("api_key")
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+async def _cli(*args: str, key: str = "key-alice") -> Any:
+    env = {**os.environ, "DOMINO_USER_API_KEY": key}
+    return await anyio.run_process([sys.executable, "-m", "agent", *args], env=env, check=False)
+
+
+async def test_check_reports_each_part(emulator: Any, tmp_path: Path) -> None:
+    """`check` exits 0 when all is reachable, names the unreachable part with exit 1, and exits 2 on a bad config."""
+    path = _write_config(emulator, tmp_path)
+    ok = await _cli("check", "--config", str(path))
+    text = ok.stdout.decode()
+    assert ok.returncode == 0, text + ok.stderr.decode()
+    for part in ("config", "source", "api", "dataset", "mount", "state_dir"):
+        assert f"ok   {part}" in text
+    assert "will be created" in text
+    bad_key = await _cli("check", "--config", str(path), key="key-nobody")
+    assert bad_key.returncode == 1
+    assert "FAIL api" in bad_key.stdout.decode()
+    assert "key-nobody" not in bad_key.stdout.decode() + bad_key.stderr.decode()
+    no_dataset = _write_config(emulator, tmp_path, dataset={"name": "absent", "project_id": "p", "mount": "/nowhere"})
+    missing = await _cli("check", "--config", str(no_dataset))
+    assert missing.returncode == 1
+    assert "FAIL dataset" in missing.stdout.decode()
+    (tmp_path / "bad.yaml").write_text("source: {path: x}\ndataset: {name: d}\nextra: 1\n")
+    invalid = await _cli("check", "--config", str(tmp_path / "bad.yaml"))
+    assert invalid.returncode == 2
+    assert "extra" in invalid.stderr.decode()
+
+
+async def test_snapshot_command_and_dead_letter_retry(emulator: Any, tmp_path: Path) -> None:
+    """`snapshot --tag` asks the running agent for a snapshot; a job refused by the server becomes a dead letter
+    that `status` shows and `retry` requeues once the cause is fixed."""
+    port = _free_port()
+    path = _write_config(emulator, tmp_path, server={"listen": f"127.0.0.1:{port}"})
+    cfg = make_config(emulator, tmp_path, server={"listen": f"127.0.0.1:{port}"})
+    async with running_agent(cfg, listen_port=port) as agent:
+        write(cfg.source.path, "a.txt", "a")
+        asked = await _cli("snapshot", "--config", str(path), "--tag", "by-cli")
+        assert asked.returncode == 0, asked.stderr.decode()
+        assert json.loads(asked.stdout)["tags"] == ["by-cli"]
+        await wait_for(lambda: (emulator.mount_root / f"{DATASET}@by-cli").exists(), 30, "tag by-cli")
+        assert (emulator.mount_root / f"{DATASET}@by-cli" / "a.txt").read_text() == "a"
+
+        # take write access away from the agent's user: bob owns a copy of the grant, alice drops to read
+        assert agent.client is not None and agent.dataset is not None
+        await agent.client.add_grant(agent.dataset.id, "bob", Role.ADMIN)
+        from agent.api.client import ClientSettings, DatasetsClient
+
+        async with DatasetsClient(ClientSettings(url=emulator.url, api_key="key-bob")) as bob:
+            await bob.add_grant(agent.dataset.id, "alice", Role.READ)
+            refused = await _cli("snapshot", "--config", str(path), "--tag", "refused")
+            assert refused.returncode == 0
+            await wait_for(lambda: bool(agent.status()["queue"]["dead_letters"]), 30, "a dead letter")
+            shown = await _cli("status", "--config", str(path))
+            assert "dead letters" in shown.stdout.decode()
+            assert "403" in shown.stdout.decode()
+            await bob.add_grant(agent.dataset.id, "alice", Role.ADMIN)
+        retried = await _cli("retry", "--config", str(path))
+        assert json.loads(retried.stdout) == {"requeued": 1}
+        await wait_for(lambda: (emulator.mount_root / f"{DATASET}@refused").exists(), 30, "tag after retry")
+        assert agent.status()["queue"]["dead_letters"] == []
