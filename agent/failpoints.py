@@ -65,6 +65,15 @@ def failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def arm(spec: str) -> None:
+    """Arm failpoints from a spec written like the variable (`""` disarms all), hits counted afresh. For a
+    test that forks a child and arms it there; the agent itself reads only the variable."""
+    global _NAMES, _AT
+    _NAMES, _AT = _arm({ENV: spec})
+    with _lock:
+        _hits.clear()
+
+
 def armed() -> frozenset[str]:
     """The failpoint names this process was started with (empty in production)."""
     return _NAMES
