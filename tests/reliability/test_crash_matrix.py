@@ -182,7 +182,7 @@ def test_hundred_random_crash_trials(tmp_path: Path, seed: int) -> None:
     run_random_trials(tmp_path, trials, seed)
 
 
-def test_failpoint_is_hit_where_named(tmp_path: Path) -> None:
+def test_unknown_failpoint_never_fires(tmp_path: Path) -> None:
     """An unknown failpoint name never fires: the agent with it armed runs and stops cleanly."""
     with rig(tmp_path) as r:
         write(r.src, "a.txt", "a")
