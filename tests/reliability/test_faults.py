@@ -101,6 +101,7 @@ async def test_full_disk_is_reported_then_resumes(emulator: Any, tmp_path: Path,
             problem = f"{status['sync']['last_error']} {status['sync']['mount_problem']}"
             assert "No space left" in problem or "ENOSPC" in problem, status["sync"]
             assert torn_in_mount(src, mount) == []
+            await wait_for(lambda: temps(mount) == [], 5, "no temp file left by the failed copies")
             held = files(mount)
             assert len([k for k in held if k.endswith(".bin")]) < 8, "the disk was not full after all"
             rows = recorded(cfg.state_dir)
