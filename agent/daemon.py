@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio
@@ -30,6 +30,7 @@ from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualReques
 from agent.logs import get_logger, register_secret
 from agent.metrics import Metrics
 from agent.queue import TaskQueue
+from agent.recovery import Durable, unhandled_markers
 from agent.rules.engine import RulesState, SnapshotRequest, initial_state, next_wakeup, step
 from agent.server import serving
 from agent.sync.engine import SyncEngine, SyncReport
@@ -87,6 +88,7 @@ class Agent:
         self._bootstrap_problem = "starting"
         self._scan_wanted_at: float | None = None
         self._daemon = False
+        self._markers_seen: dict[str, float] = {}
         self.last_error: str | None = None
         self._markers = frozenset(r.when.marker for r in self.rules if isinstance(r.when, MarkerWhen))
 
@@ -167,7 +169,14 @@ class Agent:
             stack.callback(self._close_queue)
             saved = self.queue.load_rules_state()
             if saved:
-                self.rules_state = RulesState.from_json(saved, self.rules, self.clock())
+                durable = Durable.loads(saved)
+                self.rules_state = RulesState.from_json(durable.rules_json, self.rules, self.clock())
+                self._markers_seen = durable.markers_seen
+            for fact in unhandled_markers(
+                state_dir / "state.db", self.mount, self._markers, self._markers_seen, self.clock()
+            ):
+                log.warning("agent.marker_recovered", path=fact.path)
+                self.on_fact(fact)
             self.metrics.bind_gauges(
                 queue_depth=lambda: float(self._queue_status().get("depth", 0)),
                 dead_letters=lambda: float(len(self._queue_status().get("dead_letters", []))),
@@ -218,6 +227,9 @@ class Agent:
         if isinstance(fact, FileChanged):
             self._first_seen.setdefault(fact.path, fact.at)
         elif isinstance(fact, FileSynced):
+            if PurePosixPath(fact.path).name in self._markers:
+                self._markers_seen[fact.path] = fact.at
+                self._rules_dirty = True
             self.metrics.files_synced.inc()
             self.metrics.bytes_synced.inc(fact.size)
             first = self._first_seen.pop(fact.path, None)
@@ -238,7 +250,7 @@ class Agent:
         if self.queue is None:
             raise AgentError("the agent is not ready to take snapshot requests yet")
         # the rules state (the rule's seq, its reset counters) and the job are stored in one transaction
-        job = self.queue.submit(request, rules_state=self.rules_state.to_json())
+        job = self.queue.submit(request, rules_state=self._durable())
         self._rules_dirty = False
         for rule in request.rules:
             self.metrics.rule_fires.labels(rule).inc()
@@ -247,9 +259,12 @@ class Agent:
         )
         return job
 
+    def _durable(self) -> str:
+        return Durable(self.rules_state.to_json(), self._markers_seen).dumps(self.clock())
+
     def _flush_rules_state(self) -> None:
         if self._rules_dirty and self.queue is not None:
-            self.queue.save_rules_state(self.rules_state.to_json())
+            self.queue.save_rules_state(self._durable())
             self._rules_dirty = False
 
     def _want_fresh_scan(self, at: float) -> None:

@@ -45,14 +45,9 @@ STAGES = {
     "queue.after_create": Stage("queue.after_create"),
     "queue.between_tags": Stage("queue.between_tags"),
 }
-LOST_TRIGGER = pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the marker's row is committed to the state DB before the rules engine and the queue "
-    "see its FileSynced fact; killed in between, the restart finds the marker unchanged and never fires",
-)
 CASES = [
     *(
-        pytest.param(name, SEED, id=f"{name}-seed", marks=[LOST_TRIGGER] if name == "queue.before_submit" else [])
+        pytest.param(name, SEED, id=f"{name}-seed")
         for name in STAGES
     ),
     # the snapshot queue recovers differently per dialect (by tag in seed, by creation time in domino)
