@@ -19,10 +19,10 @@ def _state_db(path: Path, rows: list[tuple[str, int, float]]) -> Path:
 def test_durable_round_trip_and_older_format() -> None:
     """The rules JSON and handled markers survive dumps/loads; old ones (rules JSON alone) still load; entries
     older than an hour are dropped."""
-    durable = Durable('{"v":1}', {"a/_SUCCESS": 1000.0, "old/_SUCCESS": 10.0})
-    back = Durable.loads(durable.dumps(now=1500.0))
+    durable = Durable('{"v":1}', {"a/_SUCCESS": 4000.0, "old/_SUCCESS": 10.0})
+    back = Durable.loads(durable.dumps(now=5000.0))
     assert back.rules_json == '{"v":1}'
-    assert back.markers_seen == {"a/_SUCCESS": 1000.0}
+    assert back.markers_seen == {"a/_SUCCESS": 4000.0}
     assert Durable.loads('{"v":1,"rules":{}}').rules_json == '{"v":1,"rules":{}}'
 
 
