@@ -295,6 +295,13 @@ class Ledger:
                 failures.append(failure)
         return failures
 
+    def claim(self, rows: Mapping[str, Row]) -> None:
+        """Files a killed agent renamed into the mount but never recorded: the agent's own from now on."""
+        for rel, row in rows.items():
+            if rel not in self.rows and self._folders is not None:
+                self._folders.add(rel)
+            self.rows[rel] = row
+
     def drop_rows(self, paths: Iterable[str]) -> None:
         """The mount no longer holds these files as recorded: forget the rows (a rescan copies them again)."""
         for rel in paths:

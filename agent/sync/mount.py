@@ -17,7 +17,7 @@ import secrets
 import stat
 from collections.abc import Mapping
 
-from agent.sync.statedb import Row, row_fields
+from agent.sync.statedb import Row, make_row, row_fields
 
 
 def probe_write(folder: str) -> None:
@@ -78,3 +78,22 @@ def stale_rows(mount: str, rows: Mapping[str, Row], sample: int = 64) -> list[st
     if all(_holds(mount, rel, rows[rel]) for rel in keys):
         return []
     return [rel for rel, row in rows.items() if not _holds(mount, rel, row)]
+
+
+def claimed_rows(mount: str, intents: Mapping[str, Row]) -> dict[str, Row]:
+    """The intents a killed agent left whose file the mount holds as intended (a regular file of the intended
+    size and mtime: renamed into place, never committed): rows for them with the mount file's stat and inode 0
+    (no source file has it), so the next scan does not take them as in sync: a file still in the source is
+    compared byte for byte and recorded (its facts come again, as for any adopted copy), one the source lost is
+    deleted in mirror mode. An intent whose file is absent or another (the crash came before its rename) is not
+    the agent's file and gets no row."""
+    out: dict[str, Row] = {}
+    for rel, row in intents.items():
+        try:
+            st = os.lstat(mount + "/" + rel)
+        except OSError:
+            continue
+        intended = row_fields(row)
+        if stat.S_ISREG(st.st_mode) and st.st_size == intended.size and st.st_mtime_ns == intended.mtime_ns:
+            out[rel] = make_row(st.st_size, st.st_mtime_ns, 0, st.st_mode)
+    return out

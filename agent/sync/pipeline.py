@@ -26,11 +26,11 @@ from agent.failpoints import failpoint
 from agent.logs import get_logger
 from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome
 from agent.sync.ledger import Failure, Ledger
-from agent.sync.mount import mount_problem, stale_rows
+from agent.sync.mount import claimed_rows, mount_problem, stale_rows
 from agent.sync.mountfs import delete_files, remove_temps
 from agent.sync.plan import delete_allowed
 from agent.sync.scan import IgnoreMatcher, ScanResult, Walker, under_any
-from agent.sync.statedb import StateDB
+from agent.sync.statedb import Row, StateDB, make_row
 from agent.sync.watcher import WatcherFactory, watchfiles_changes
 
 log = get_logger("agent.sync")
@@ -104,6 +104,7 @@ class Pipeline:
         self._once_settle_limit = once_settle_limit if once_settle_limit is not None else max(30.0, 5 * source.settle)
         self._ledger = Ledger({}, source.settle, source.delete == "mirror", self._emit, retry_cap=retry_cap)
         self._db: StateDB | None = None
+        self._intents: dict[str, Row] = {}
         self._halt = threading.Event()
         self._busy = 0
         self._temps_clear = False
@@ -172,6 +173,7 @@ class Pipeline:
         db = await anyio.to_thread.run_sync(StateDB, self._state_dir / "state.db")
         try:
             self._ledger.rows = await anyio.to_thread.run_sync(db.load)
+            self._intents = await anyio.to_thread.run_sync(db.intents)
             self._temps_clear = await anyio.to_thread.run_sync(self._take_clean_marker)
         except BaseException:
             db.close()
@@ -209,12 +211,32 @@ class Pipeline:
         if problem != self._mount_problem:
             if problem is None:
                 log.info("sync.mount_ok", mount=self._mount)
+                await self._claim_intents()
                 await self._verify_mount()
             else:
                 log.warning("sync.mount_unavailable", mount=self._mount, problem=problem)
             self._mount_problem = problem
             self._poke()
         return problem
+
+    async def _claim_intents(self) -> None:
+        """Intents a killed agent left (see statedb.py): files it renamed into the mount and never recorded
+        become rows, so the scan judges them as any other (deleted in mirror mode when the source lost them)."""
+        intents, self._intents = self._intents, {}
+        db = self._db
+        if not intents or db is None:
+            return
+        rows = await anyio.to_thread.run_sync(claimed_rows, self._mount, intents)
+        try:
+            await anyio.to_thread.run_sync(lambda: db.record(put=rows.items(), at=self._clock(), done=intents))
+        except StateError as exc:
+            log.error("sync.intents_unclaimed", intents=len(intents), error=str(exc))
+            return
+        log.info("sync.intents_claimed", files=len(rows), intents=len(intents))
+        if rows:
+            self._ledger.claim(rows)
+            if self._scanned:
+                self.request_scan()
 
     async def _verify_mount(self) -> None:
         """The mount (re)appeared: forget rows whose file it no longer holds, so they are copied again."""
@@ -353,18 +375,28 @@ class Pipeline:
         self._handle_failures(failures)
 
     def _copy_and_record(self, jobs: list[CopyJob]) -> list[CopyResult]:
-        """Worker thread: copy a batch, then record what is done in one transaction."""
+        """Worker thread: record the batch's intents, copy it, then record what is done and clear the intents in
+        one transaction."""
+        db = self._db
+        if db is not None:
+            try:  # one durable transaction per batch, before any rename: a crash cannot orphan a file
+                db.intend(
+                    [(j.path, make_row(j.expect.size, j.expect.mtime_ns, j.expect.ino, j.expect.mode)) for j in jobs]
+                )
+            except StateError as exc:
+                return [CopyResult(j.path, Outcome.FAILED, error=str(exc)) for j in jobs]
         copier = Copier(self._root, self._mount, marker_names=self._marker_names, hook=self._copy_hook, halt=self._halt)
         results = copier.run(jobs)
         failpoint("copy.after_rename")  # crash tests: renamed into the mount and durable, not yet in the state DB
-        done = [r for r in results if r.done and r.row is not None]
-        if not done or self._db is None:
+        if db is None:
             return results
+        done = [r for r in results if r.done and r.row is not None]
         try:
-            self._db.record(
+            db.record(
                 put=[(r.path, r.row) for r in done if r.row is not None],
                 drop=[r.moved_from for r in done if r.moved_from is not None],
                 at=self._clock(),
+                done=[j.path for j in jobs],
             )
         except StateError as exc:
             return [CopyResult(r.path, Outcome.FAILED, error=str(exc)) if r.done else r for r in results]

@@ -1,6 +1,6 @@
-"""The state DB's `files` table: what the agent put in the mount, per path. SQLite in WAL mode.
+"""The state DB's `files` and `installing` tables: what the agent put (or is putting) in the mount, per path.
 
-Table `files` (this module's only table; other parts keep their own tables in the same `state.db`):
+Table `files` (other parts keep their own tables in the same `state.db`):
 
     path      TEXT  primary key: the relative '/'-separated path (a BLOB of its bytes when not valid UTF-8)
     size      INTEGER  bytes
@@ -18,6 +18,15 @@ No content hash is stored: a stored hash costs a full read of every file copied,
 decide nearly every case (as rsync's quick check does). Where doubt remains (the inode changed but size and
 mtime did not: a file replaced by a same-size copy with its mtime preserved, a restored tree) the copier
 compares the source's bytes with the mount's copy, so the read is paid only where it earns its cost.
+
+Table `installing` (same columns but `synced_at`): the intents of the copy batches under way. A batch writes
+its intents (the row each file will get) in one transaction before its first rename into the mount, and the
+commit of its rows clears them in the same transaction. Intents left at start-up are from an agent killed
+between a rename and its commit: the engine turns those whose file the mount holds as intended into rows
+(`mount.claimed_rows`), so the normal scan decides (still in the source -> compared and kept, gone -> deleted in
+mirror mode), and clears them.
+Without this, such a file would have no row and would never be deleted. The intent commit is synced
+(`synchronous=FULL` for that one transaction: one WAL fsync per batch of up to 1,024 files).
 
 All methods block; call them from a worker thread. One connection, guarded by a lock.
 """
@@ -80,7 +89,14 @@ CREATE TABLE IF NOT EXISTS files (
     ino INTEGER NOT NULL,
     mode INTEGER NOT NULL,
     synced_at REAL NOT NULL
-) WITHOUT ROWID
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS installing (
+    path PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    mode INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -95,7 +111,7 @@ class StateDB:
             self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(_SCHEMA)
+            self._conn.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"state DB {path} cannot be opened ({exc}): check state_dir") from None
 
@@ -110,16 +126,59 @@ class StateDB:
             except sqlite3.Error as exc:
                 raise StateError(f"state DB {self.path} cannot be read ({exc})") from None
 
-    def record(self, put: Iterable[tuple[str, Row]] = (), drop: Iterable[str] = (), at: float = 0.0) -> None:
-        """Upsert `put` and delete `drop` in one transaction."""
+    def intents(self) -> dict[str, Row]:
+        """The intents left by batches that never committed (an agent killed mid-batch), by path."""
+        with self._lock:
+            try:
+                cursor = self._conn.execute("SELECT path, size, mtime_ns, ino, mode FROM installing")
+                return {(p if type(p) is str else os.fsdecode(p)): _pack(s, m, i, mo) for p, s, m, i, mo in cursor}
+            except sqlite3.Error as exc:
+                raise StateError(f"state DB {self.path} cannot be read ({exc})") from None
+
+    def intend(self, items: Iterable[tuple[str, Row]]) -> None:
+        """Record, durably and in one transaction, the rows a batch is about to put in the mount."""
+        rows = [(_key(path), *_ROW.unpack(row)) for path, row in items]
+        if not rows:
+            return
+        with self._lock:
+            try:
+                self._conn.execute("PRAGMA synchronous=FULL")
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        self._conn.executemany(
+                            "INSERT OR REPLACE INTO installing (path, size, mtime_ns, ino, mode)"
+                            " VALUES (?, ?, ?, ?, ?)",
+                            rows,
+                        )
+                    except BaseException:
+                        self._conn.execute("ROLLBACK")
+                        raise
+                    self._conn.execute("COMMIT")
+                finally:
+                    self._conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as exc:
+                raise StateError(f"state DB {self.path} cannot be written ({exc})") from None
+
+    def record(
+        self,
+        put: Iterable[tuple[str, Row]] = (),
+        drop: Iterable[str] = (),
+        at: float = 0.0,
+        done: Iterable[str] = (),
+    ) -> None:
+        """Upsert `put` and delete `drop` in one transaction, clearing the intents of the paths in `done`."""
         puts = [(_key(path), *_ROW.unpack(row), at) for path, row in put]
         drops = [(_key(path),) for path in drop]
-        if not puts and not drops:
+        dones = [(_key(path),) for path in done]
+        if not puts and not drops and not dones:
             return
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
+                    if dones:
+                        self._conn.executemany("DELETE FROM installing WHERE path = ?", dones)
                     if drops:
                         self._conn.executemany("DELETE FROM files WHERE path = ?", drops)
                     if puts:

@@ -47,7 +47,7 @@ DATA = st.one_of(st.just(b""), st.binary(min_size=1, max_size=64), BIG)
 # Known bug (test_orphan_after_a_crash_between_rename_and_commit below): a copy renamed into the mount whose
 # row was not committed, of a file deleted from the source while the agent was down, stays in the mount.
 # Until it is fixed the model tolerates exactly those files; set False with the fix.
-TOLERATE_CRASH_ORPHANS = True
+TOLERATE_CRASH_ORPHANS = False
 POINTS = st.sampled_from(["copy.mid", "copy.before_rename", "copy.after_rename", None])
 
 
@@ -242,12 +242,6 @@ class TestSyncModelLong(SyncMachine.TestCase):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug: no row is written before the rename, so after a crash in between "
-    "the restarted agent does not know the mount's copy is its own and never deletes it",
-)
 def test_orphan_after_a_crash_between_rename_and_commit() -> None:
     """A file copied into the mount by an agent killed before its state DB commit, then deleted from the source
     while the agent is down, is removed from the mount (mirror) by the next sync."""

@@ -13,7 +13,7 @@ import anyio
 from sync.sync_kit import EngineFactory, temps, tree
 
 from agent.sync.mountfs import TEMP_RE
-from agent.sync.statedb import StateDB
+from agent.sync.statedb import StateDB, make_row
 
 SCRIPT = """
 import sys, time
@@ -69,3 +69,31 @@ def test_kill_9_then_restart_converges(src: Path, mnt: Path, state: Path, make_e
     rows = db.load()
     db.close()
     assert set(rows) == set(expected)
+
+
+async def test_intents_left_by_a_kill_become_rows(
+    src: Path, mnt: Path, state: Path, make_engine: EngineFactory
+) -> None:
+    """Intents a killed agent left, whose files it had renamed into the mount, make those files its own: the
+    one the source still has is kept (compared, not copied), the one it lost is deleted, no intent is left."""
+    for name in ("kept", "lost"):
+        (src / name).write_bytes(name.encode())
+    intents = []
+    for name in ("kept", "lost"):
+        st = (src / name).stat()
+        (mnt / name).write_bytes(name.encode())
+        os.utime(mnt / name, ns=(st.st_atime_ns, st.st_mtime_ns))
+        intents.append((name, make_row(st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)))
+    db = StateDB(state / "state.db")
+    db.intend(intents)
+    db.close()
+    (src / "lost").unlink()
+    kept_ino = (mnt / "kept").stat().st_ino
+    report = await make_engine().sync_once()
+    db = StateDB(state / "state.db")
+    rows, left = db.load(), db.intents()
+    db.close()
+    assert report.ok and report.copied == 1 and report.deleted == 1
+    assert tree(mnt) == {"kept": b"kept"}
+    assert (mnt / "kept").stat().st_ino == kept_ino, "the kept file was copied again"
+    assert set(rows) == {"kept"} and left == {}

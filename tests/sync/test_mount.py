@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from agent.sync import mount as mount_mod
-from agent.sync.mount import mount_problem
+from agent.sync.mount import claimed_rows, mount_problem
+from agent.sync.statedb import make_row, row_fields
 
 
 def test_usable_mount_has_no_problem_and_no_leftover(mnt: Path) -> None:
@@ -49,3 +50,22 @@ def test_read_only_tmpfs_is_not_writable(tmpfs: Callable[..., Path]) -> None:
     ro = tmpfs(readonly=True)
     assert "not writable" in (mount_problem(str(ro)) or "")
     assert "not writable" in (mount_problem(str(ro), probe=False) or "")
+
+
+def test_claimed_rows_only_for_files_renamed_as_intended(mnt: Path) -> None:
+    """An intent becomes a row (inode 0: compared before it counts as synced) only when the mount holds a
+    regular file of the intended size and mtime (the rename happened); a missing file, another file or a folder
+    gets none."""
+    (mnt / "done").write_bytes(b"abc")
+    (mnt / "other").write_bytes(b"different")
+    (mnt / "dir").mkdir()
+    st = (mnt / "done").stat()
+    intents = {
+        "done": make_row(3, st.st_mtime_ns, 4242, 0o600),
+        "other": make_row(3, st.st_mtime_ns, 1, 0o644),
+        "dir": make_row(3, st.st_mtime_ns, 2, 0o644),
+        "missing": make_row(3, st.st_mtime_ns, 3, 0o644),
+    }
+    rows = claimed_rows(str(mnt), intents)
+    assert set(rows) == {"done"}
+    assert row_fields(rows["done"]) == (3, st.st_mtime_ns, 0, st.st_mode & 0o7777)

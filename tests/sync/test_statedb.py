@@ -43,7 +43,8 @@ def test_record_upserts_and_drops_in_one_call(tmp_path: Path) -> None:
 
 
 def test_wal_mode_and_only_our_table(tmp_path: Path) -> None:
-    """The DB runs in WAL mode and this module creates only the `files` table, leaving others' tables alone."""
+    """The DB runs in WAL mode and this module creates only its `files` and `installing` tables, leaving others'
+    tables alone."""
     path = tmp_path / "state.db"
     other = sqlite3.connect(path)
     other.execute("CREATE TABLE queue (id INTEGER PRIMARY KEY)")
@@ -54,7 +55,7 @@ def test_wal_mode_and_only_our_table(tmp_path: Path) -> None:
     mode = other.execute("PRAGMA journal_mode").fetchone()[0]
     other.close()
     db.close()
-    assert tables == {"queue", "files"}
+    assert tables == {"queue", "files", "installing"}
     assert mode == "wal"
 
 
@@ -64,3 +65,18 @@ def test_unopenable_db_raises_state_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(StateError, match="state_dir"):
         StateDB(blocker / "state.db")
+
+
+def test_intents_survive_a_reopen_until_their_commit_clears_them(tmp_path: Path) -> None:
+    """A batch's intents outlive the connection (a killed agent) and the commit of its rows clears exactly
+    the intents of that batch."""
+    db = StateDB(tmp_path / "state.db")
+    db.intend([("a", make_row(1, 10, 7, 0o644)), ("b", make_row(2, 20, 8, 0o644))])
+    db.close()
+    db = StateDB(tmp_path / "state.db")
+    assert db.intents() == {"a": make_row(1, 10, 7, 0o644), "b": make_row(2, 20, 8, 0o644)}
+    db.record(put=[("a", make_row(1, 10, 7, 0o644))], done=["a"], at=1.0)
+    left, rows = db.intents(), db.load()
+    db.close()
+    assert left == {"b": make_row(2, 20, 8, 0o644)}
+    assert rows == {"a": make_row(1, 10, 7, 0o644)}
