@@ -29,7 +29,7 @@ import anyio.to_thread
 from agent.backoff import backoff_delay
 from agent.errors import SourceError
 from agent.logs import get_logger
-from agent.sync.mount import mount_problem
+from agent.sync.mount import mount_problem, read_record
 from agent.sync.pipeline import CLEAN_MARKER, IDLE_WAKE, LARGE_BATCH, STORM_QUIET, Pipeline
 from agent.sync.plan import Plan, plan_sync
 from agent.sync.statedb import StateDB
@@ -125,7 +125,8 @@ class SyncEngine(Pipeline):
                 db.close()
         else:
             rows = {}
-        problem = await anyio.to_thread.run_sync(lambda: mount_problem(self._mount, probe=False))
+        recorded = self._mount_record if self._db is not None else read_record(self._state_dir)
+        problem = await anyio.to_thread.run_sync(lambda: mount_problem(self._mount, probe=False, recorded=recorded))
         scan = await anyio.to_thread.run_sync(self._walker.scan, rows)
         now = self._clock()
         settle = self.source.settle

@@ -1,23 +1,88 @@
 # String paths and os.* calls on purpose: a Path object per file costs too much on 100k-file trees.
 # ruff: noqa: PTH108, PTH116
-"""The mount guard: is the dataset mount there, a folder, and writable? Blocking; call from a thread.
+"""The mount guard: is the dataset mount there, a folder, still the mounted filesystem, and writable? Blocking;
+call from a thread.
 
 The agent never creates the mount folder itself (an unmounted dataset must not be refilled on the local
 disk) and writes nothing while this says no. When the mount (re)appears, `stale_rows` checks that it still
 holds what the state DB says (a sample first), so a remounted or wiped dataset is filled again.
+
+An unmount often leaves the empty mount point folder behind, which is a writable folder like any other. So
+when the mount is first found usable the engine remembers, in `<state_dir>/mount.json` (`MountRecord`),
+whether it is a mount point (`os.path.ismount`) and its `st_dev`. From then on a mount that was a mount point
+and no longer is gets the problem "no longer a mount point (unmounted?)": nothing is created or copied into
+the folder underneath (the copy batches and delete passes check too, not only the periodic look) until it is
+a mount point again. A mount point with another `st_dev` is a remount: accepted and recorded, and the spot
+check (`stale_rows`) refills what the new filesystem lacks. A plain folder (not a mount point when first seen:
+a dataset folder inside a mounted filesystem, a test's tmp dir) keeps the checks above only; it is recorded as
+a mount point once it becomes one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno as E
+import json
 import os
 import random
 import secrets
 import stat
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from agent.sync.statedb import Row, make_row, row_fields
+
+RECORD_NAME = "mount.json"
+
+
+@dataclass(frozen=True, slots=True)
+class MountRecord:
+    """What the mount was when first found usable: its path, whether it was a mount point, its device."""
+
+    path: str
+    mount_point: bool
+    dev: int
+
+
+def current_record(mount: str) -> MountRecord:
+    """The mount as it is now (raises OSError when it cannot be stat'ed)."""
+    return MountRecord(mount, os.path.ismount(mount), os.stat(mount).st_dev)
+
+
+def updated_record(recorded: MountRecord | None, current: MountRecord) -> MountRecord | None:
+    """The record to keep after a usable look at the mount, or None when the recorded one stands: the first
+    look (or another mount path), a plain folder that became a mount point, a remount (another device)."""
+    if recorded is None or recorded.path != current.path:
+        return current
+    if current.mount_point and (not recorded.mount_point or current.dev != recorded.dev):
+        return current
+    return None
+
+
+def unmounted(mount: str, recorded: MountRecord | None) -> bool:
+    """The mount was a mount point when recorded and no longer is (the folder left by an unmount)."""
+    return recorded is not None and recorded.path == mount and recorded.mount_point and not os.path.ismount(mount)
+
+
+def read_record(state_dir: Path) -> MountRecord | None:
+    """The remembered mount, or None (none yet, or unreadable: then the next usable look records it anew)."""
+    try:
+        data = json.loads((state_dir / RECORD_NAME).read_text())
+        return MountRecord(str(data["path"]), bool(data["mount_point"]), int(data["dev"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_record(state_dir: Path, record: MountRecord) -> None:
+    """Replace the remembered mount atomically (raises OSError)."""
+    temp = state_dir / f".{RECORD_NAME}.{secrets.token_hex(4)}.tmp"
+    try:
+        temp.write_text(json.dumps(asdict(record)))
+        temp.replace(state_dir / RECORD_NAME)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
 
 
 def probe_write(folder: str) -> None:
@@ -32,8 +97,9 @@ def probe_write(folder: str) -> None:
             os.unlink(path)
 
 
-def mount_problem(mount: str, *, probe: bool = True) -> str | None:
-    """Why the mount cannot take files now, or None. `probe=False` skips the write (a cheap periodic look)."""
+def mount_problem(mount: str, *, probe: bool = True, recorded: MountRecord | None = None) -> str | None:
+    """Why the mount cannot take files now, or None. `probe=False` skips the write (a cheap periodic look);
+    `recorded`: the remembered mount (a mount point then must be one still)."""
     try:
         st = os.stat(mount)
     except FileNotFoundError:
@@ -42,6 +108,8 @@ def mount_problem(mount: str, *, probe: bool = True) -> str | None:
         return f"mount {mount} cannot be read: {_why(exc)}"
     if not stat.S_ISDIR(st.st_mode):
         return f"mount {mount} is not a folder"
+    if unmounted(mount, recorded):
+        return f"mount {mount} is no longer a mount point (unmounted?)"
     try:
         if probe:
             probe_write(mount)

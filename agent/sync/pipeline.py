@@ -26,7 +26,17 @@ from agent.failpoints import failpoint
 from agent.logs import get_logger
 from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome
 from agent.sync.ledger import Failure, Ledger
-from agent.sync.mount import claimed_rows, mount_problem, stale_rows
+from agent.sync.mount import (
+    MountRecord,
+    claimed_rows,
+    current_record,
+    mount_problem,
+    read_record,
+    stale_rows,
+    unmounted,
+    updated_record,
+    write_record,
+)
 from agent.sync.mountfs import delete_files, remove_temps
 from agent.sync.plan import delete_allowed
 from agent.sync.scan import IgnoreMatcher, ScanResult, Walker, under_any
@@ -105,6 +115,7 @@ class Pipeline:
         self._ledger = Ledger({}, source.settle, source.delete == "mirror", self._emit, retry_cap=retry_cap)
         self._db: StateDB | None = None
         self._intents: dict[str, Row] = {}
+        self._mount_record: MountRecord | None = None
         self._halt = threading.Event()
         self._busy = 0
         self._temps_clear = False
@@ -174,6 +185,7 @@ class Pipeline:
         try:
             self._ledger.rows = await anyio.to_thread.run_sync(db.load)
             self._intents = await anyio.to_thread.run_sync(db.intents)
+            self._mount_record = await anyio.to_thread.run_sync(read_record, self._state_dir)
             self._temps_clear = await anyio.to_thread.run_sync(self._take_clean_marker)
         except BaseException:
             db.close()
@@ -197,7 +209,11 @@ class Pipeline:
         return True
 
     async def _check_mount(self, *, probe: bool) -> str | None:
-        problem = await anyio.to_thread.run_sync(lambda: mount_problem(self._mount, probe=probe))
+        recorded = self._mount_record
+        problem, record = await anyio.to_thread.run_sync(self._look_at_mount, probe, recorded)
+        remounted = record is not None and recorded is not None
+        if record is not None:
+            self._mount_record = record
         self._mount_recheck = False
         if problem is None and not self._temps_clear:
             try:
@@ -217,7 +233,30 @@ class Pipeline:
                 log.warning("sync.mount_unavailable", mount=self._mount, problem=problem)
             self._mount_problem = problem
             self._poke()
+        elif problem is None and remounted:
+            log.info("sync.mount_changed", mount=self._mount)
+            await self._verify_mount()  # remounted between two looks: refill what the new filesystem lacks
         return problem
+
+    def _look_at_mount(self, probe: bool, recorded: MountRecord | None) -> tuple[str | None, MountRecord | None]:
+        """Worker thread: the mount's problem, and the record to remember when it changed (see mount.py)."""
+        problem = mount_problem(self._mount, probe=probe, recorded=recorded)
+        if problem is not None:
+            return problem, None
+        try:
+            record = updated_record(recorded, current_record(self._mount))
+        except OSError as exc:
+            return f"mount {self._mount} cannot be read ({exc.strerror})", None
+        if record is not None:
+            try:
+                write_record(self._state_dir, record)
+            except OSError as exc:  # still guarded for this run (the record is kept in memory)
+                log.warning("sync.mount_record_failed", state_dir=str(self._state_dir), error=exc.strerror)
+        return None, record
+
+    def _mount_gone(self) -> bool:
+        """Worker thread: the mount point was unmounted since the last look (checked before every write)."""
+        return unmounted(self._mount, self._mount_record)
 
     async def _claim_intents(self) -> None:
         """Intents a killed agent left (see statedb.py): files it renamed into the mount and never recorded
@@ -377,6 +416,9 @@ class Pipeline:
     def _copy_and_record(self, jobs: list[CopyJob]) -> list[CopyResult]:
         """Worker thread: record the batch's intents, copy it, then record what is done and clear the intents in
         one transaction."""
+        if self._mount_gone():
+            error = "mount: no longer a mount point (unmounted?)"
+            return [CopyResult(j.path, Outcome.FAILED, error=error, mount_side=True) for j in jobs]
         db = self._db
         if db is not None:
             try:  # one durable transaction per batch, before any rename: a crash cannot orphan a file
@@ -473,6 +515,8 @@ class Pipeline:
         self._handle_failures([] if burst else failures)
 
     def _delete_and_record(self, paths: list[str]) -> list[tuple[str, str | None]]:
+        if self._mount_gone():
+            return [(rel, "mount: no longer a mount point (unmounted?)") for rel in paths]
         results = delete_files(self._mount, paths)
         done = [rel for rel, error in results if error is None]
         out = [(rel, None if error is None else f"mount: {error.strerror}") for rel, error in results]

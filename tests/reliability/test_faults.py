@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
 from e2e_support import DATASET, make_config, running_agent, wait_for, write
 from reliability.conftest import Mounter, remount, sh
 from reliability.crash_kit import compare, files, temps, torn_in_mount
@@ -190,12 +189,6 @@ async def test_unmounted_tmpfs_comes_back_empty(emulator: Any, tmp_path: Path, t
     assert compare(src, mount).clean
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug: the mount guard checks that the mount path is a writable folder, not that it is still "
-    "the mounted filesystem; an unmount leaves an empty folder the agent takes for the mount and fills",
-)
 async def test_unmount_leaving_an_empty_folder_is_not_filled(emulator: Any, tmp_path: Path, tmpfs_at: Mounter) -> None:
     """The tmpfs is unmounted and its empty mount point stays: the agent reports not ready and writes nothing
     into the local folder underneath."""

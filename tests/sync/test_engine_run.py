@@ -6,9 +6,11 @@ import errno
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from structlog.testing import capture_logs
 from sync.sync_kit import EngineFactory, running, temps, tree, wait_for
@@ -101,6 +103,28 @@ async def test_missing_then_returning_mount(src: Path, tmp_path: Path, make_engi
             await wait_for(lambda: tree(mount) == tree(src) and engine.idle(), 10)
     events = [e["event"] for e in logs]
     assert "sync.mount_unavailable" in events and "sync.mount_ok" in events
+
+
+async def test_unmounted_mount_point_is_not_filled_and_a_remount_resumes(
+    src: Path, make_engine: EngineFactory, tmpfs: Callable[..., Path]
+) -> None:
+    """A tmpfs unmounted under the running daemon leaves its empty folder: not ready, nothing created in it, and
+    a new tmpfs mounted there (another st_dev) is accepted and filled with everything, old files included."""
+    mount = tmpfs()
+    write(src / "a" / "f1", "one")
+    engine = make_engine(settle=0.05, mount=mount, mount_retry_cap=0.2, mount_poll=0.1)
+    async with running(engine):
+        await wait_for(lambda: tree(mount) == tree(src) and engine.idle(), 10)
+        assert (await anyio.run_process(["umount", str(mount)], check=False)).returncode == 0
+        write(src / "b" / "f2", "two")
+        await wait_for(lambda: not engine.ready, 5)
+        await wait_for(lambda: "f2" in str(engine.pending()) or bool(engine.status()["errors"]), 5)
+        await anyio.sleep(0.5)
+        assert "no longer a mount point" in (engine.status()["mount_problem"] or "")
+        assert list(mount.iterdir()) == []
+        mounted = await anyio.run_process(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=False)
+        assert mounted.returncode == 0
+        await wait_for(lambda: tree(mount) == tree(src) and engine.ready and engine.idle(), 10)
 
 
 async def test_unwritable_mount_pauses_and_resumes(

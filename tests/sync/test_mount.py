@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import errno
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agent.sync import mount as mount_mod
-from agent.sync.mount import claimed_rows, mount_problem
+from agent.sync.mount import (
+    MountRecord,
+    claimed_rows,
+    current_record,
+    mount_problem,
+    read_record,
+    updated_record,
+    write_record,
+)
 from agent.sync.statedb import make_row, row_fields
 
 
@@ -69,3 +78,39 @@ def test_claimed_rows_only_for_files_renamed_as_intended(mnt: Path) -> None:
     rows = claimed_rows(str(mnt), intents)
     assert set(rows) == {"done"}
     assert row_fields(rows["done"]) == (3, st.st_mtime_ns, 0, st.st_mode & 0o7777)
+
+
+def test_mount_record_first_look_upgrade_and_remount() -> None:
+    """The first look is recorded; a plain folder that becomes a mount point and a remount (another device)
+    replace the record; the same mount point, or a plain folder seen again, keep it."""
+    point = MountRecord("/m", True, 7)
+    assert updated_record(None, point) == point
+    assert updated_record(MountRecord("/other", True, 7), point) == point
+    assert updated_record(point, point) is None
+    assert updated_record(point, MountRecord("/m", True, 8)) == MountRecord("/m", True, 8)
+    assert updated_record(MountRecord("/m", False, 7), point) == point
+    assert updated_record(MountRecord("/m", False, 7), MountRecord("/m", False, 9)) is None
+
+
+def test_mount_record_round_trips_and_a_bad_one_reads_as_none(tmp_path: Path) -> None:
+    """The record survives a restart (a file in the state dir); a missing or garbled one reads as none."""
+    assert read_record(tmp_path) is None
+    record = current_record(str(tmp_path))
+    write_record(tmp_path, record)
+    assert read_record(tmp_path) == record and record.mount_point is False
+    (tmp_path / "mount.json").write_text("{not json")
+    assert read_record(tmp_path) is None
+
+
+def test_unmounted_mount_point_is_a_problem_but_a_plain_folder_is_not(tmpfs: Callable[..., Path]) -> None:
+    """A folder recorded as a mount point that no longer is one is reported and not probed (nothing written);
+    a folder recorded as a plain folder passes as before."""
+    point = tmpfs()
+    record = current_record(str(point))
+    assert record.mount_point and mount_problem(str(point), recorded=record) is None
+    assert subprocess.run(["umount", str(point)], capture_output=True).returncode == 0
+    problem = mount_problem(str(point), recorded=record)
+    assert problem is not None and "no longer a mount point" in problem
+    assert list(point.iterdir()) == []
+    plain = MountRecord(str(point), False, record.dev)
+    assert mount_problem(str(point), recorded=plain) is None
