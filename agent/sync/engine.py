@@ -125,8 +125,13 @@ class SyncEngine(Pipeline):
                 db.close()
         else:
             rows = {}
-        recorded = self._mount_record if self._db is not None else read_record(self._state_dir)
-        problem = await anyio.to_thread.run_sync(lambda: mount_problem(self._mount, probe=False, recorded=recorded))
+        opened, recorded = self._db is not None, self._mount_record
+
+        def look() -> str | None:
+            remembered = recorded if opened else read_record(self._state_dir)
+            return mount_problem(self._mount, probe=False, recorded=remembered)
+
+        problem = await anyio.to_thread.run_sync(look)
         scan = await anyio.to_thread.run_sync(self._walker.scan, rows)
         now = self._clock()
         settle = self.source.settle

@@ -15,7 +15,8 @@ the folder underneath (the copy batches and delete passes check too, not only th
 a mount point again. A mount point with another `st_dev` is a remount: accepted and recorded, and the spot
 check (`stale_rows`) refills what the new filesystem lacks. A plain folder (not a mount point when first seen:
 a dataset folder inside a mounted filesystem, a test's tmp dir) keeps the checks above only; it is recorded as
-a mount point once it becomes one.
+a mount point once it becomes one. (A mount point deliberately replaced by a plain folder at the same path:
+delete `<state_dir>/mount.json`, and the next start records the folder anew.)
 """
 
 from __future__ import annotations
