@@ -46,10 +46,7 @@ STAGES = {
     "queue.between_tags": Stage("queue.between_tags"),
 }
 CASES = [
-    *(
-        pytest.param(name, SEED, id=f"{name}-seed")
-        for name in STAGES
-    ),
+    *(pytest.param(name, SEED, id=f"{name}-seed") for name in STAGES),
     # the snapshot queue recovers differently per dialect (by tag in seed, by creation time in domino)
     *(
         pytest.param(name, DOMINO, id=f"{name}-domino")
