@@ -44,10 +44,6 @@ PATHS = st.builds(lambda folder, name: folder + name, st.sampled_from(FOLDERS), 
 # large contents from a seed: drawing 70 kB byte by byte would overrun hypothesis's buffer and end the example
 BIG = st.builds(lambda size, seed: random.Random(seed).randbytes(size), st.integers(4096, 70_000), st.integers(0, 255))
 DATA = st.one_of(st.just(b""), st.binary(min_size=1, max_size=64), BIG)
-# Known bug (test_orphan_after_a_crash_between_rename_and_commit below): a copy renamed into the mount whose
-# row was not committed, of a file deleted from the source while the agent was down, stays in the mount.
-# Until it is fixed the model tolerates exactly those files; set False with the fix.
-TOLERATE_CRASH_ORPHANS = False
 POINTS = st.sampled_from(["copy.mid", "copy.before_rename", "copy.after_rename", None])
 
 
@@ -70,7 +66,6 @@ class SyncMachine(RuleBasedStateMachine):
         self.portal: BlockingPortal = self._portal_cm.__enter__()
         self.engine: SyncEngine | None = None
         self.dropped: list[SyncEngine] = []  # crashed engines: never closed cleanly, only their DB handle
-        self.crash_orphans: set[str] = set()  # files a crash left in the mount that the state DB does not list
         self.dirty = False  # the source changed since the last sync (model state only: hypothesis replays it)
 
     def _config(self) -> SourceConfig:
@@ -146,15 +141,7 @@ class SyncMachine(RuleBasedStateMachine):
         report = self.portal.call(self.engine.sync_once)
         self.dirty = False
         assert report.ok, report
-        have = files(self.mnt)
-        extra = set(have) - set(self.model)
-        if TOLERATE_CRASH_ORPHANS:  # only files a crash left in the mount with no row, nothing else
-            assert extra <= self.crash_orphans, f"stale files in the mount: {sorted(extra - self.crash_orphans)}"
-            if extra:
-                event("known bug: a crash between rename and commit left a file the agent no longer deletes")
-            self.crash_orphans &= extra
-            have = {rel: data for rel, data in have.items() if rel not in extra}
-        assert have == self.model, "the mount differs from the source after a sync"
+        assert files(self.mnt) == self.model, "the mount differs from the source after a sync"
         assert temps(self.mnt) == [], "temp files left in the mount after a sync"
         assert self._recorded() == set(self.model), "the state DB does not list exactly the mount's files"
 
@@ -186,7 +173,8 @@ class SyncMachine(RuleBasedStateMachine):
             os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         assert os.WIFSIGNALED(status) or os.WEXITSTATUS(status) == 0, f"the child sync failed ({status})"
-        self.crash_orphans |= set(files(self.mnt)) - self._recorded()
+        if set(files(self.mnt)) - self._recorded():
+            event("crash left files in the mount the state DB does not list")
         event(f"crash at {point or 'a random moment'}: {'killed' if os.WIFSIGNALED(status) else 'finished first'}")
 
     # -- checks ---------------------------------------------------------------------------------------------
