@@ -165,6 +165,7 @@ class Agent:
                 covered=self.covered,
                 clock=self.clock,
                 on_event=self._on_queue_event,
+                inflight_grace=min(self.config.domino.timeout, 10.0),
             )
             stack.callback(self._close_queue)
             saved = self.queue.load_rules_state()

@@ -80,6 +80,7 @@ class TaskQueue:
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         call_timeout: float = 600.0,
         adopt_skew: float = 5.0,
+        inflight_grace: float = 30.0,
         keep_done: int = 1000,
     ) -> None:
         self._store = QueueStore(Path(db_path))
@@ -95,6 +96,11 @@ class TaskQueue:
         self._on_event = on_event
         self._call_timeout = call_timeout
         self._adopt_skew = adopt_skew
+        # A create call a killed predecessor sent may still be running on the server (copying a big dataset):
+        # a job found mid-create at start looks for its snapshot again until `inflight_grace` (the client's
+        # request timeout) after it was sent, before it concludes nothing was made and creates one.
+        self._inflight_grace = inflight_grace
+        self._recovered = {job.id for job in self._store.jobs((CREATING,))}
         self._keep_done = keep_done
         self._limiter = anyio.CapacityLimiter(1)
         self._processing = False
@@ -216,6 +222,13 @@ class TaskQueue:
     async def _create(self, job: Job) -> None:
         if job.create_sends > 0:
             found = await self._find_sent(job)
+            if found is None and job.id in self._recovered and job.sent_at is not None:
+                deadline = job.sent_at + self._inflight_grace
+                while found is None and self._clock() < deadline:
+                    self._emit("queue.recovery_wait", job_id=job.id, until=deadline)
+                    await anyio.sleep(min(2.0, max(0.0, deadline - self._clock())))
+                    found = await self._find_sent(job)
+            self._recovered.discard(job.id)
             if found is not None:
                 done = tuple(tag for tag in job.request.tags if tag in found.tags)
                 with anyio.CancelScope(shield=True):

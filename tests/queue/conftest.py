@@ -186,6 +186,7 @@ def make_queue(tmp_path: Path, api: FakeApi, events: Events) -> Any:
             "backoff_base": 0.01,
             "backoff_cap": 0.05,
             "poll_interval": 0.01,
+            "inflight_grace": 0.2,
             "on_event": events,
         }
         options.update(kw)

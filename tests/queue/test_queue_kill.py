@@ -30,7 +30,7 @@ async def main(url: str, key: str, dataset_id: str, db: str, tag: str) -> None:
     configure_logging("info", "json")  # to stderr; stdout carries the protocol lines
     settings = ClientSettings(url=url, api_key=key, requests_per_second=100, burst=50)
     async with DatasetsClient(settings) as client:
-        queue = TaskQueue(Path(db), client, dataset_id, covered=lambda r: True, poll_interval=0.01,
+        queue = TaskQueue(Path(db), client, dataset_id, covered=lambda r: True, poll_interval=0.01, inflight_grace=1.0,
                           backoff_base=0.05, backoff_cap=0.2)
         if tag:
             queue.submit(SnapshotRequest(("r",), (tag, "latest", tag + "-b"), ("",), 0.0))

@@ -183,15 +183,6 @@ def test_unknown_failpoint_never_fires(tmp_path: Path) -> None:
         assert r.stop() == 0
 
 
-IN_FLIGHT_CREATE = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug: after a restart the queue looks for the snapshot its dead predecessor's create call made "
-    "at once, while that call may still be running on the server; it finds nothing and creates a second one",
-)
-
-
-@IN_FLIGHT_CREATE
 @pytest.mark.parametrize(
     "dialect", [pytest.param(SEED, id="seed"), pytest.param(DOMINO, id="domino", marks=pytest.mark.slow)]
 )
