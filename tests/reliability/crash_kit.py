@@ -104,7 +104,7 @@ class Rig:
         doc: dict[str, Any] = {
             "source": {"path": str(self.src), "settle": settle, "rescan": "2s"},
             "dataset": {"name": DATASET, "project_id": PROJECT, "create": True, "mount": str(self.mount)},
-            "domino": {"url": emu.url, "requests_per_second": 50, "burst": 20},
+            "domino": {"url": emu.url, "requests_per_second": 50, "burst": 20, "timeout": "6s"},  # in-flight grace: 6 s
             "state_dir": str(tmp / "state"),
             "server": {"listen": f"127.0.0.1:{self.port}"},
             "shutdown_timeout": "5s",

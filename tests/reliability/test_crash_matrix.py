@@ -88,7 +88,7 @@ def test_kill_at_stage_then_restart(tmp_path: Path, name: str, dialect: Dialect)
             write(r.src, "drop-0/_SUCCESS", "trial-0\n")
         r.start()
         r.wait_settled({"trial-0", "latest", "r1"}, 60)
-        assert r.stop() == 0
+        assert r.stop() == 0, r.log_tail()
         verdict = compare(r.src, r.mount)
         assert verdict.clean, verdict
         assert r.snapshot_holds("trial-0", "drop-0/"), "the tagged snapshot lacks files of its drop"
@@ -133,7 +133,7 @@ def run_random_trials(tmp_path: Path, trials: int, seed: int) -> dict[str, Any]:
         wanted = {f"trial-{n}" for n in range(trials)}
         with contextlib.suppress(AssertionError):  # a trigger that never comes is counted below
             r.wait_settled(wanted, 300)
-        assert r.stop() == 0
+        assert r.stop() == 0, r.log_tail()
         verdict = compare(r.src, r.mount)
         untagged = r.untagged()
         present = r.tags()
@@ -180,7 +180,7 @@ def test_unknown_failpoint_never_fires(tmp_path: Path) -> None:
         write(r.src, "a.txt", "a")
         r.start("no.such.point")
         wait_until(lambda: compare(r.src, r.mount).clean, 30, r.report)
-        assert r.stop() == 0
+        assert r.stop() == 0, r.log_tail()
 
 
 @pytest.mark.parametrize(
@@ -207,6 +207,6 @@ def test_kill_while_the_server_is_still_creating_the_snapshot(tmp_path: Path, di
             return {"trial-0", "latest", "r1"} <= set(r.tags()) and (status.get("queue") or {}).get("depth") == 0
 
         wait_until(done, 90, r.report)
-        assert r.stop() == 0
+        assert r.stop() == 0, r.log_tail()
         assert r.untagged() == [], f"a second snapshot for one trigger: {r.snapshots()}"
         assert len(r.snapshots()) == 1
