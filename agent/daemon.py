@@ -66,6 +66,7 @@ class Agent:
         clock: Callable[[], float] = time.time,
         listen_port: int | None = None,
         progress: bool = False,
+        queue_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.env = os.environ if env is None else env
@@ -73,6 +74,7 @@ class Agent:
         self.metrics = Metrics()
         self.listen_port = config.server.port if listen_port is None else listen_port
         self.progress = progress
+        self.queue_options = dict(queue_options or {})  # knobs for tests (backoff_base, backoff_cap, ...)
         self.bound_port: int | None = None
         self.dataset: Dataset | None = None
         self.engine: SyncEngine | None = None
@@ -165,7 +167,7 @@ class Agent:
                 covered=self.covered,
                 clock=self.clock,
                 on_event=self._on_queue_event,
-                inflight_grace=min(self.config.domino.timeout, 10.0),
+                **{"inflight_grace": min(self.config.domino.timeout, 10.0), **self.queue_options},
             )
             stack.callback(self._close_queue)
             saved = self.queue.load_rules_state()

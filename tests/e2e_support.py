@@ -47,9 +47,9 @@ def make_config(emu: Any, tmp_path: Path, **overrides: Any) -> Config:
 
 
 @asynccontextmanager
-async def running_agent(config: Config, listen_port: int = 0) -> AsyncIterator[Agent]:
+async def running_agent(config: Config, listen_port: int = 0, **options: Any) -> AsyncIterator[Agent]:
     """An agent running in daemon mode in this event loop until the block ends."""
-    agent = Agent(config, env={}, listen_port=listen_port)
+    agent = Agent(config, env={}, listen_port=listen_port, **options)
     async with anyio.create_task_group() as tg:
         tg.start_soon(agent.run)
         await wait_for(lambda: agent.readiness()[0], 20, "agent ready")

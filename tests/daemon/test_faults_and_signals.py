@@ -26,7 +26,7 @@ async def test_every_action_completes_through_faults_and_within_the_rate(emulato
         domino={"url": emu.url, "api_key": emu.keys["alice"], "requests_per_second": 4, "burst": 2},
         rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["{marker}"]}],
     )
-    async with running_agent(cfg):
+    async with running_agent(cfg, queue_options={"backoff_base": 0.2, "backoff_cap": 2.0, "max_attempts": 30}):
         for n in range(4):
             for i in range(5):
                 write(cfg.source.path, f"d{n}/{i}.txt", f"{n}-{i}")

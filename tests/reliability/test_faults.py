@@ -59,7 +59,7 @@ async def test_api_faults_rate_limit_and_latency_in_the_domino_dialect(emulator_
         rules=[RULE],
     )
     drops = 3
-    async with running_agent(cfg):
+    async with running_agent(cfg, queue_options={"backoff_base": 0.2, "backoff_cap": 2.0, "max_attempts": 30}):
         for n in range(drops):
             for i in range(4):
                 write(cfg.source.path, f"d{n}/{i}.txt", f"{n}-{i}")
