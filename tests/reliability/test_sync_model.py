@@ -171,11 +171,25 @@ class SyncMachine(RuleBasedStateMachine):
         if point is None:
             time.sleep(delay)
             os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
+        status = self._reap(pid)
         assert os.WIFSIGNALED(status) or os.WEXITSTATUS(status) == 0, f"the child sync failed ({status})"
         if set(files(self.mnt)) - self._recorded():
             event("crash left files in the mount the state DB does not list")
         event(f"crash at {point or 'a random moment'}: {'killed' if os.WIFSIGNALED(status) else 'finished first'}")
+
+    @staticmethod
+    def _reap(pid: int, limit: float = 30.0) -> int:
+        """Wait for the child's end; a child still running after `limit` seconds is killed and fails the test."""
+        deadline = time.monotonic() + limit
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError(f"the child sync was still running after {limit:g} s")
+            time.sleep(0.002)
 
     # -- checks ---------------------------------------------------------------------------------------------
 
@@ -222,6 +236,7 @@ class TestSyncModel(SyncMachine.TestCase):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 class TestSyncModelLong(SyncMachine.TestCase):
     """The opt-in long run: many more and longer action sequences."""
 
