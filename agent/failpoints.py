@@ -10,14 +10,15 @@ empty frozenset. The process kills itself with SIGKILL (no cleanup, no atexit, n
 so the reliability suite can stop the agent at an exact stage and check what a restart recovers. One line
 `failpoint NAME hit N: SIGKILL` goes to stderr first, so a test can tell where the process died.
 
-Where they are (each one line in the code it names):
-    copy.mid            copier: part of a file's bytes are in the temp file; no fsync, no rename yet
-    copy.before_rename  copier: the temp file is complete, before it is renamed over the target
-    copy.after_rename   engine: the batch is renamed into the mount and durable, before the state DB commit
-    queue.before_submit queue: a rule fired (its files are recorded as synced), before the job is stored
-    queue.before_create queue: the create call is recorded as begun, before it is sent
-    queue.after_create  queue: the server answered the snapshot creation, before its id is recorded
-    queue.between_tags  queue: the server answered a tag call, before it is recorded and the next one is sent
+Where they are (one line each):
+    copy.mid            sync/transfer.py: part of a file's bytes are in the temp file; no fsync, no rename yet
+    copy.before_rename  sync/copier.py: the temp file is complete, before it is renamed over the target
+    copy.after_rename   sync/pipeline.py: the batch is renamed into the mount and durable, before the state DB
+                        commit of its rows
+    queue.before_submit queue.py: a rule fired (its files are recorded as synced), before the job is stored
+    queue.before_create queue.py: the create call is recorded as begun, before it is sent
+    queue.after_create  queue.py: the server answered the snapshot creation, before its id is recorded
+    queue.between_tags  queue.py: the server answered a tag call, before it is recorded and the next one is sent
 """
 
 from __future__ import annotations
