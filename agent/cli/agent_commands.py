@@ -22,12 +22,12 @@ CONFIG_OPTION = click.option(
 
 
 def wants_progress() -> bool:
-    """A progress bar only for people: stderr is a terminal (rich is imported only then)."""
+    """A progress bar only for people: stderr is a terminal (the progress module is imported only then)."""
     if not sys.stderr.isatty():
         return False
-    from agent.cli.progress import wants_progress as rich_says
+    from agent.cli.progress import wants_progress as tty_says
 
-    return rich_says()
+    return tty_says()
 
 
 def _load(ctx: click.Context, path: Path, quiet_default: bool = False) -> Config:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pty
@@ -19,7 +18,6 @@ import yaml
 from e2e_support import DATASET, make_config, running_agent, write
 
 from agent import __version__
-from agent.cli.status_view import render_status
 from agent.dryrun import dry_run
 from agent.emulator import EmulatorOptions, EmulatorThread
 
@@ -71,8 +69,11 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
         env = {**os.environ, "DOMINO_USER_API_KEY": "key-alice", "COLUMNS": "100", "TERM": "xterm"}
         code, screen = _run_on_pty([sys.executable, "-m", "agent", "once", "--config", str(config)], env)
     assert code == 0, screen[-2000:]
-    assert "in sync" in screen
-    assert "40/40" in screen
+    bar = [line for line in screen.splitlines() if "in sync" in line]
+    assert len(bar) == 1, screen[-2000:]
+    final = bar[0].split("\r")[-1]  # the last redraw of the line
+    assert "[" + "#" * 28 + "]  40/40" in final, final
+    assert "MiB" in final
 
 
 def test_no_progress_bar_and_json_logs_off_a_terminal(tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_version_flag() -> None:
 
 
 async def test_status_table_and_json(emulator: Any, tmp_path: Path) -> None:
-    """`status` shows a readable table of the running agent, and `status --json` its JSON."""
+    """`status` shows the running agent as aligned plain text when piped, and `status --json` its JSON."""
     port = _free_port()
     config = _config_file(emulator, tmp_path, server={"listen": f"127.0.0.1:{port}"})
     cfg = make_config(emulator, tmp_path, server={"listen": f"127.0.0.1:{port}"})
@@ -118,33 +119,13 @@ async def test_status_table_and_json(emulator: Any, tmp_path: Path) -> None:
         )
         assert agent.dataset is not None
     text = table.stdout.decode()
-    for word in ("ready", "dataset", "pending files", "queue depth", "last snapshot", DATASET):
-        assert word in text, text
+    assert "\x1b[" not in text  # piped: plain text
+    lines = text.splitlines()
+    assert lines[0] == "domino-sync"
+    for name in ("ready", "dataset", "pending files", "queue depth", "last snapshot"):
+        assert any(line.startswith(name.ljust(len("pending files")) + "  ") for line in lines), text
+    assert DATASET in text
     assert json.loads(as_json.stdout)["dataset"]["name"] == DATASET
-
-
-def test_status_table_shows_dead_letters() -> None:
-    """Dead letters appear in their own table with the retry command."""
-    out = io.StringIO()
-    render_status(
-        {
-            "ready": True,
-            "reason": "ok",
-            "dataset": {"id": "dataset-1", "name": "d"},
-            "sync": {"pending": 3, "copies": 10, "bytes": 2048, "last_scan_at": 1795600000.0},
-            "queue": {
-                "depth": 1,
-                "dead_letters": [{"id": 7, "tags": ["v1"], "attempts": 8, "last_error": "HTTP 403: no"}],
-                "last_snapshot": {"id": "snapshot-9", "tags": ["latest"], "at": 1795600000.0},
-            },
-        },
-        out,
-    )
-    text = out.getvalue()
-    assert "dead letters" in text
-    assert "HTTP 403: no" in text
-    assert "snapshot-9" in text
-    assert "2026-" in text
 
 
 def test_status_without_a_running_agent_is_one_line(tmp_path: Path) -> None:
