@@ -5,7 +5,11 @@ Idempotent: running it twice changes nothing the second time.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.api.models import Dataset, Grant, Role
 from agent.api.protocol import DatasetsApi
@@ -14,6 +18,9 @@ from agent.errors import ConfigError, NotFoundError
 from agent.logs import get_logger
 
 log = get_logger("agent.bootstrap")
+
+KNOWN_FOR = 3600.0
+"""How long a burst run trusts the last bootstrap (`state_dir/dataset.json`) instead of asking the API again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +86,47 @@ async def bootstrap(api: DatasetsApi, cfg: DatasetConfig) -> Dataset:
             await api.remove_grant(dataset.id, old.principal_id, old.principal_type)
             log.info("bootstrap.grant_removed", dataset_id=dataset.id, principal=old.principal_id)
     return dataset
+
+
+def bootstrap_key(url: str, cfg: DatasetConfig) -> str:
+    """What a bootstrap result depends on: the API's address and the whole `dataset` section."""
+    return hashlib.sha256(f"{url}\n{cfg.model_dump_json()}".encode()).hexdigest()
+
+
+def load_known(path: Path, key: str, now: float, max_age: float = KNOWN_FOR) -> Dataset | None:
+    """The dataset a bootstrap with the same key found less than `max_age` seconds ago, else None."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved["key"] != key or not 0 <= now - float(saved["at"]) < max_age:
+            return None
+        return Dataset(
+            id=str(saved["id"]),
+            name=str(saved["name"]),
+            description=str(saved.get("description") or ""),
+            project_id=saved.get("project_id"),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_known(path: Path, key: str, dataset: Dataset, now: float) -> None:
+    """Remember a bootstrap's result (best effort: a failed write only costs the next run an API call)."""
+    record = {
+        "key": key,
+        "at": now,
+        "id": dataset.id,
+        "name": dataset.name,
+        "description": dataset.description,
+        "project_id": dataset.project_id,
+    }
+    temp = path.with_name(path.name + ".tmp")
+    try:
+        temp.write_text(json.dumps(record), encoding="utf-8")
+        temp.replace(path)
+    except OSError as exc:
+        log.warning("bootstrap.not_remembered", path=str(path), error=exc.strerror)
+
+
+def forget_known(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

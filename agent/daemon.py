@@ -21,9 +21,10 @@ from typing import Any
 
 import anyio
 
-from agent.api.client import ClientSettings, DatasetsClient
+from agent.api.lazy import LazyClient
 from agent.api.models import Dataset, Dialect
-from agent.bootstrap import bootstrap
+from agent.api.settings import ClientSettings
+from agent.bootstrap import bootstrap, bootstrap_key, forget_known, load_known, save_known
 from agent.config import Config, MarkerWhen
 from agent.errors import AgentError, ApiError, ConfigError
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualRequest, Tick
@@ -32,7 +33,6 @@ from agent.metrics import Metrics
 from agent.queue import TaskQueue
 from agent.recovery import Durable, unhandled_markers
 from agent.rules.engine import RulesState, SnapshotRequest, initial_state, next_wakeup, step
-from agent.server import serving
 from agent.sync.engine import SyncEngine, SyncReport
 
 log = get_logger("agent.daemon")
@@ -79,7 +79,7 @@ class Agent:
         self.dataset: Dataset | None = None
         self.engine: SyncEngine | None = None
         self.queue: TaskQueue | None = None
-        self.client: DatasetsClient | None = None
+        self.client: LazyClient | None = None
         self.mount: Path | None = None
         self.rules = config.rules
         self.rules_state: RulesState = initial_state(self.rules, clock())
@@ -131,13 +131,18 @@ class Agent:
         """Everything but the long-running loops: endpoint, client, dataset, engine, queue."""
         async with AsyncExitStack() as stack:
             endpoint = await stack.enter_async_context(self._endpoint())
-            client = await stack.enter_async_context(
-                DatasetsClient(endpoint.settings, observer=self.metrics.observe_api)
-            )
-            self.client = client
-            self.dataset = await self._bootstrap(client, retry=retry_bootstrap)
-            self.mount = self._mount_for(endpoint, self.dataset.name)
             state_dir = self.config.state_dir
+            try:
+                state_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    "state_dir", str(state_dir), f"a folder the agent can create and write ({exc.strerror})"
+                ) from None
+            client = LazyClient(endpoint.settings, observer=self.metrics.observe_api)
+            stack.push_async_callback(client.aclose)
+            self.client = client
+            self.dataset = await self._dataset(client, endpoint.url, retry=retry_bootstrap)
+            self.mount = self._mount_for(endpoint, self.dataset.name)
             if self.config.source.create:
                 try:
                     self.config.source.path.mkdir(parents=True, exist_ok=True)
@@ -145,12 +150,6 @@ class Agent:
                     raise ConfigError(
                         "source.path", str(self.config.source.path), f"a folder ({exc.strerror})"
                     ) from None
-            try:
-                state_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(
-                    "state_dir", str(state_dir), f"a folder the agent can create and write ({exc.strerror})"
-                ) from None
             self.engine = SyncEngine(
                 self.config.source,
                 self.mount,
@@ -206,7 +205,25 @@ class Agent:
             self._flush_rules_state()
             self.queue.close()
 
-    async def _bootstrap(self, client: DatasetsClient, *, retry: bool) -> Dataset:
+    @property
+    def _known_path(self) -> Path:
+        return self.config.state_dir / "dataset.json"
+
+    async def _dataset(self, client: LazyClient, url: str, *, retry: bool) -> Dataset:
+        """The configured dataset. A burst run trusts a bootstrap of the same config less than an hour old (an
+        unchanged tree then costs no API call); daemon mode always bootstraps (and refreshes that record)."""
+        key = bootstrap_key(url, self.config.dataset)
+        if not retry:
+            known = load_known(self._known_path, key, self.clock())
+            if known is not None:
+                self._bootstrap_problem = ""
+                log.debug("agent.dataset_known", dataset_id=known.id)
+                return known
+        dataset = await self._bootstrap(client, retry=retry)
+        save_known(self._known_path, key, dataset, self.clock())
+        return dataset
+
+    async def _bootstrap(self, client: LazyClient, *, retry: bool) -> Dataset:
         attempt = 0
         while True:
             try:
@@ -305,6 +322,7 @@ class Agent:
         elif event == "queue.tagged":
             self.metrics.tags.inc()
         elif event == "queue.dead_letter":
+            forget_known(self._known_path)  # the dataset may be gone: the next burst run asks the API again
             self.metrics.errors.labels("dead_letter").inc()
             self.last_error = f"dead letter: {fields.get('error', '')}"
         elif event == "queue.retry":
@@ -396,6 +414,8 @@ class Agent:
     async def _start_server(self, tg: anyio.abc.TaskGroup) -> int:
         ready = anyio.Event()
         port_box: list[int] = []
+
+        from agent.server import serving  # aiohttp's server side: only daemon mode serves
 
         async def serve() -> None:
             async with serving(self, self.config.server.host, self.listen_port) as port:

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import click
 
@@ -108,6 +107,8 @@ def _agent_url(config: Config) -> str:
 
 
 async def _call_agent(config: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    import aiohttp  # only the commands that talk to a running agent need an HTTP client
+
     url = _agent_url(config) + path
     timeout = aiohttp.ClientTimeout(total=10)
     try:

@@ -6,20 +6,42 @@ Errors raised on purpose (AgentError) become one line on stderr: exit 2 for conf
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
 import click
 
 from agent import __version__
-from agent.cli import agent_commands, api_commands, emulator_command
 from agent.errors import AgentError, ConfigError
 from agent.logs import configure_logging, redact
 
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
 
+_AGENT = "agent.cli.agent_commands"
+_API = "agent.cli.api_commands"
+COMMAND_MODULES = {
+    **dict.fromkeys(["run", "once", "check", "status", "snapshot", "retry"], _AGENT),
+    **dict.fromkeys(["datasets", "snapshots", "tags", "grants"], _API),
+    "emulator": "agent.cli.emulator_command",
+}
+"""Which module holds each subcommand: a command's module is imported only when it runs (or for --help), so
+`domino-sync once` does not pay for the API commands' HTTP stack nor the emulator's server."""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is None:
+            return None
+        commands: list[click.Command] = importlib.import_module(module).COMMANDS
+        return next((c for c in commands if c.name == cmd_name), None)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "--version", prog_name="domino-sync")
 @click.option("--log-level", type=LOG_LEVELS, default=None, help="Log level (default: info, or the config's).")
 @click.option(
@@ -36,11 +58,6 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> No
     ctx.obj["log_level"] = log_level
     ctx.obj["log_format"] = log_format
     configure_logging(log_level or "warning", log_format or "auto")
-
-
-for _module in (api_commands, emulator_command, agent_commands):
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -209,7 +209,7 @@ except PermissionError:
     pass
 else:
     raise SystemExit("write+exec memory was allowed: MDWE is not in force")
-import aiohttp, anyio, click, croniter, pathspec, prometheus_client, pydantic, rich, structlog, tenacity, watchfiles
+import aiohttp, anyio, click, croniter, pathspec, prometheus_client, pydantic, structlog, watchfiles
 import yaml
 import agent.cli.main, agent.config
 assert sqlite3.connect(":memory:").execute("select 1").fetchone() == (1,)
