@@ -26,7 +26,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def domino_sync_command() -> list[str]:
-    """The installed `domino-sync` script, else this interpreter running the package."""
+    """The `domino-sync` script installed with this interpreter (not a version manager's shim on the PATH, such
+    as pyenv's, which adds a shell and ~80 ms to every run), else the one on the PATH, else `python -m agent`."""
+    beside = Path(sys.executable).with_name("domino-sync")
+    if beside.is_file():
+        return [str(beside)]
     script = shutil.which("domino-sync")
     return [script] if script else [sys.executable, "-m", "agent"]
 

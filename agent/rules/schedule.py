@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from croniter import croniter
-
 from agent.config import CronWhen, EveryWhen
 
 
@@ -32,6 +30,8 @@ def next_every(period: float, anchor: float, after: float) -> float:
 def next_cron(expr: str, after: float) -> float:
     """The first time matching the cron expression `expr` (UTC) strictly after `after`."""
     start = datetime.fromtimestamp(after, tz=UTC)
+    from croniter import croniter  # only configs with a `cron:` rule pay for it (and for dateutil)
+
     result = float(croniter(expr, start).get_next(float))
     while result <= after:  # croniter works in whole seconds; keep the result strictly later
         result = float(croniter(expr, datetime.fromtimestamp(result, tz=UTC)).get_next(float))

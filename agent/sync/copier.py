@@ -122,6 +122,8 @@ class Copier:
     def run(self, jobs: Sequence[CopyJob]) -> list[CopyResult]:
         """Copy every job; results in job order. A result is done only once it is durable in the mount."""
         batch_sync = len(jobs) >= 4 and mountfs.SYNCFS is not None
+        if len(jobs) > 1:
+            self._prefetch(jobs)
         results: list[CopyResult | None] = [None] * len(jobs)
         staged: list[tuple[int, str, str, CopyResult]] = []
         try:
@@ -174,6 +176,25 @@ class Copier:
             r if r is not None else CopyResult(j.path, Outcome.FAILED, error="internal")
             for r, j in zip(results, jobs, strict=True)
         ]
+
+    def _prefetch(self, jobs: Sequence[CopyJob]) -> None:
+        """Ask the kernel to start reading every small source of the batch now (POSIX_FADV_WILLNEED): the
+        reads of a cold tree then run many at a time instead of one per copy, one disk round trip each."""
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+        source = self.source
+        for job in jobs:
+            if job.expect.size > SMALL or job.move_from is not None:
+                continue
+            try:
+                fd = os.open(source + "/" + job.path, flags)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def _one(
         self, job: CopyJob, index: int, staged: list[tuple[int, str, str, CopyResult]], per_file_sync: bool

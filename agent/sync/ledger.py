@@ -163,24 +163,30 @@ class Ledger:
                 return
         self.ready[rel] = CopyJob(rel, sig, row, confirm=needs_confirm(row, sig))
 
-    def take_batch(self, workers: int, max_files: int, max_bytes: int) -> list[CopyJob]:
-        """The next jobs for one worker: one big file, or up to `max_files` small ones (spread over workers)."""
+    def take_batch(self, workers: int, max_files: int, max_bytes: int, *, big_ok: bool = True) -> list[CopyJob]:
+        """The next jobs for one worker: one big file, or up to `max_files` small ones (spread over workers).
+
+        With `big_ok` False a big file is taken only when no small one is ready: the caller keeps some workers
+        on small files while others stream big ones, so a drop of both is bounded by the larger, not the sum."""
         if not self.ready:
             return []
         target = max(1, min(max_files, math.ceil(len(self.ready) / max(1, workers))))
         batch: list[CopyJob] = []
         size = 0
+        first_big: CopyJob | None = None
         for job in self.ready.values():
-            big = job.expect.size > SMALL
-            if big:
-                if not batch:
+            if job.expect.size > SMALL:
+                if not batch and big_ok:
                     batch.append(job)
                     break
+                first_big = first_big or job
                 continue
             batch.append(job)
             size += job.expect.size
             if len(batch) >= target or size >= max_bytes:
                 break
+        if not batch and first_big is not None:
+            batch.append(first_big)
         for job in batch:
             del self.ready[job.path]
             self.inflight.add(job.path)

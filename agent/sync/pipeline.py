@@ -24,7 +24,7 @@ from agent.errors import SourceError, StateError
 from agent.facts import Fact
 from agent.failpoints import failpoint
 from agent.logs import get_logger
-from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome
+from agent.sync.copier import SMALL, Copier, CopyJob, CopyResult, Outcome
 from agent.sync.ledger import Failure, Ledger
 from agent.sync.mount import (
     MountRecord,
@@ -129,6 +129,7 @@ class Pipeline:
         self._dirty: set[str] = set()
         self._logged_skips: set[str] = set()
         self._running = 0
+        self._running_big = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake: anyio.Event | None = None
         self._stop: anyio.Event | None = None
@@ -386,13 +387,16 @@ class Pipeline:
         ledger = self._ledger
         workers = self.source.copy_workers
         while self._tg is not None and ledger.ready and self._running < workers:
-            batch = ledger.take_batch(workers, self._batch_files, self._batch_bytes)
+            big_ok = self._running_big < max(1, workers // 2)  # the other half keeps small files moving
+            batch = ledger.take_batch(workers, self._batch_files, self._batch_bytes, big_ok=big_ok)
             if not batch:
                 return
+            big = len(batch) == 1 and batch[0].expect.size > SMALL
             self._running += 1
-            self._tg.start_soon(self._run_batch, batch)
+            self._running_big += big
+            self._tg.start_soon(self._run_batch, batch, big)
 
-    async def _run_batch(self, jobs: list[CopyJob]) -> None:
+    async def _run_batch(self, jobs: list[CopyJob], big: bool = False) -> None:
         self._busy += 1
         results: list[CopyResult] | None = None
         try:
@@ -400,6 +404,7 @@ class Pipeline:
         finally:
             self._busy -= 1
             self._running -= 1
+            self._running_big -= big
             if results is None:
                 self._ledger.release(jobs)
             self._poke()

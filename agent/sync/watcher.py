@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 import anyio
-import watchfiles
 
 # The watch thread sleeps STEP_MS, then takes the GIL to look for changes and the stop event: that is its
 # idle cost (25 wake-ups a second) and its latency (a batch is handed over one quiet step after the last
@@ -31,6 +30,8 @@ class WatcherFactory(Protocol):
 
 async def watchfiles_changes(root: str, stop: anyio.Event) -> AsyncIterator[set[str]]:
     """The default watcher: `watchfiles.awatch` tuned for latency, with no filter of its own."""
+    import watchfiles  # daemon mode only: a burst run never watches
+
     async for changes in watchfiles.awatch(
         root,
         watch_filter=None,
