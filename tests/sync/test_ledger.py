@@ -140,3 +140,18 @@ def test_vanished_pending_file_is_forgotten() -> None:
     book.observe("tmp", fs(1, 100.0), 100.0)
     book.observe("tmp", None, 100.5)
     assert book.pending() == {} and not book.absent and not book.settler
+
+
+def test_small_files_pass_big_ones_when_big_workers_are_busy() -> None:
+    """With `big_ok` False a worker takes the small files behind a big one; with no small file left it takes
+    the big one anyway (a drop of only big files still uses every worker)."""
+    book, _ = ledger()
+    book.observe("a-big", fs(8 << 20, 100.0), 200.0)
+    book.observe("b-small", fs(10, 100.0), 200.0)
+    book.observe("c-small", fs(10, 100.0), 200.0)
+    assert [j.path for j in book.take_batch(1, 10, 1 << 20, big_ok=False)] == ["b-small", "c-small"]
+    assert [j.path for j in book.take_batch(1, 10, 1 << 20, big_ok=False)] == ["a-big"]
+    book2, _ = ledger()
+    book2.observe("a-big", fs(8 << 20, 100.0), 200.0)
+    book2.observe("b-small", fs(10, 100.0), 200.0)
+    assert [j.path for j in book2.take_batch(1, 10, 1 << 20)] == ["a-big"]
