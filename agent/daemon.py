@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -247,7 +247,7 @@ class Agent:
         if isinstance(fact, FileChanged):
             self._first_seen.setdefault(fact.path, fact.at)
         elif isinstance(fact, FileSynced):
-            if PurePosixPath(fact.path).name in self._markers:
+            if fact.path.rpartition("/")[2] in self._markers:  # no Path object per synced file
                 self._markers_seen[fact.path] = fact.at
                 self._rules_dirty = True
             self.metrics.files_synced.inc()

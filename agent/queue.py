@@ -13,11 +13,12 @@
 - Failures: retryable ApiErrors (429, 5xx, network) wait `backoff_delay` (at least the server's Retry-After),
   persisted as `next_attempt_at`; after `max_attempts` consecutive failures, or at once on a non-retryable
   error (400, 401, 403, 404), the job is parked as a dead letter until `retry_dead`.
-- Crash safety: `create_sends` is incremented on disk before every create call and the snapshot id right
-  after the answer (shielded from cancellation). A job found in `creating` with `create_sends > 0` and no
-  snapshot id (after kill -9, a timeout or a 5xx) first looks at the server: in the seed dialect a snapshot
-  carrying our first tag, otherwise one created at or after `sent_at - adopt_skew`, not owned by another
-  job, is adopted instead of creating a second one.
+- Crash safety: `create_sends` (and `last_sent_at`) are written on disk before every create call and the
+  snapshot id right after the answer (shielded from cancellation). A job found in `creating` with
+  `create_sends > 0` and no snapshot id (after kill -9, a timeout or a 5xx) looks at the server, again and
+  again until `inflight_grace` after its latest call, before it creates another: in the seed dialect a
+  snapshot carrying our first tag, otherwise one created at or after `sent_at - adopt_skew`, not owned by
+  another job, is adopted instead of creating a second one.
 - SQLite: the quick synchronous calls (`submit`, `status`, `retry_dead`, the rules state) run inline, each
   one short transaction on a table of a handful of active rows; the worker's reads and writes run in a
   thread under a one-slot limiter.
@@ -96,11 +97,10 @@ class TaskQueue:
         self._on_event = on_event
         self._call_timeout = call_timeout
         self._adopt_skew = adopt_skew
-        # A create call a killed predecessor sent may still be running on the server (copying a big dataset):
-        # a job found mid-create at start looks for its snapshot again until `inflight_grace` (the client's
-        # request timeout) after it was sent, before it concludes nothing was made and creates one.
+        # A create call that got no trusted answer (a killed predecessor's, a timed-out or failed one) may still be
+        # running on the server (copying a big dataset): before creating again, a job looks for its snapshot
+        # until `inflight_grace` (the client's request timeout) after its latest call was sent.
         self._inflight_grace = inflight_grace
-        self._recovered = {job.id for job in self._store.jobs((CREATING,))}
         self._keep_done = keep_done
         self._limiter = anyio.CapacityLimiter(1)
         self._processing = False
@@ -222,13 +222,16 @@ class TaskQueue:
     async def _create(self, job: Job) -> None:
         if job.create_sends > 0:
             found = await self._find_sent(job)
-            if found is None and job.id in self._recovered and job.sent_at is not None:
-                deadline = job.sent_at + self._inflight_grace
+            last = job.last_sent_at
+            if found is None and last is not None:
+                # the last call ended without an answer we trust (kill -9, a timeout, a 5xx, a dropped
+                # connection): the server may still be working on it, so look again until it could have finished
+                # before creating another
+                deadline = last + self._inflight_grace
                 while found is None and self._clock() < deadline:
                     self._emit("queue.recovery_wait", job_id=job.id, until=deadline)
                     await anyio.sleep(min(2.0, max(0.0, deadline - self._clock())))
                     found = await self._find_sent(job)
-            self._recovered.discard(job.id)
             if found is not None:
                 done = tuple(tag for tag in job.request.tags if tag in found.tags)
                 with anyio.CancelScope(shield=True):
@@ -301,6 +304,8 @@ class TaskQueue:
         return [snap async for snap in self._api.iter_snapshots(self._dataset_id)]
 
     async def _failed(self, job: Job, err: ApiError) -> None:
+        if job.state == CREATING and refused(err):
+            await self._db(self._store.settle_send, job.id)
         attempts = job.attempts + 1
         message = redact(str(err))
         now = self._clock()
@@ -364,3 +369,10 @@ def _epoch(text: str | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def refused(err: ApiError) -> bool:
+    """The server turned the call away before doing anything (a client error, 429, 503): unlike a 500, a
+    gateway error, a timeout or a dropped connection, nothing of it can still be running."""
+    status = err.status
+    return status is not None and (400 <= status < 500 or status == 503)

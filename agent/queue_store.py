@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS queue_jobs (
     attempts        INTEGER NOT NULL DEFAULT 0,  -- failures since the last progress
     next_attempt_at REAL    NOT NULL DEFAULT 0,
     sent_at         REAL,                        -- first create call begun (crash recovery looks after it)
+    last_sent_at    REAL,                        -- latest create call begun (a re-create waits past it)
     create_sends    INTEGER NOT NULL DEFAULT 0,  -- create calls begun; > 0 means look at the server first
     untagged        INTEGER NOT NULL DEFAULT 0,  -- create without a tag (first tag taken elsewhere: 409)
     snapshot_id     TEXT,
@@ -69,6 +70,7 @@ class Job:
     attempts: int
     next_attempt_at: float
     sent_at: float | None
+    last_sent_at: float | None
     create_sends: int
     untagged: bool
     snapshot_id: str | None
@@ -108,6 +110,10 @@ class QueueStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
+            columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(queue_jobs)")}
+            if "last_sent_at" not in columns:  # a state DB of 0.1.0
+                self._conn.execute("ALTER TABLE queue_jobs ADD COLUMN last_sent_at REAL")
+                self._conn.execute("UPDATE queue_jobs SET last_sent_at = sent_at WHERE state = ?", (CREATING,))
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open the state database {path}: {exc}") from None
         self._path = path
@@ -211,9 +217,14 @@ class QueueStore:
     def begin_create(self, job_id: int, now: float) -> None:
         """Written before each create call: from now on the server may hold our snapshot."""
         self._update(
-            "UPDATE queue_jobs SET sent_at = COALESCE(sent_at, ?), create_sends = create_sends + 1 WHERE id = ?",
-            (now, job_id),
+            "UPDATE queue_jobs SET sent_at = COALESCE(sent_at, ?), last_sent_at = ?, create_sends = create_sends + 1"
+            " WHERE id = ?",
+            (now, now, job_id),
         )
+
+    def settle_send(self, job_id: int) -> None:
+        """The latest create call was refused outright (4xx, 503): nothing of it can still be running."""
+        self._update("UPDATE queue_jobs SET last_sent_at = NULL WHERE id = ?", (job_id,))
 
     def record_snapshot(self, job_id: int, snapshot_id: str, tags_done: tuple[str, ...]) -> None:
         self._update(
@@ -335,6 +346,7 @@ def _job(row: sqlite3.Row) -> Job:
         attempts=int(row["attempts"]),
         next_attempt_at=float(row["next_attempt_at"]),
         sent_at=None if row["sent_at"] is None else float(row["sent_at"]),
+        last_sent_at=None if row["last_sent_at"] is None else float(row["last_sent_at"]),
         create_sends=int(row["create_sends"]),
         untagged=bool(row["untagged"]),
         snapshot_id=row["snapshot_id"],

@@ -25,6 +25,8 @@ class FakeApi:
     `lose_create_answers` makes create_snapshot create the snapshot and then raise NetworkError, as if the
     answer was lost. `strict_tags` makes the server answer 409 for a tag that points at another snapshot
     (instead of moving it). `block_create` (an Event) makes create_snapshot wait after creating.
+    `late_creates` (seconds, one per call) makes create_snapshot give up at once with a timeout while the server
+    goes on and the snapshot appears that much later, as a slow server does.
     """
 
     def __init__(self, dialect: Dialect = Dialect.SEED, clock: Callable[[], float] | None = None) -> None:
@@ -36,6 +38,8 @@ class FakeApi:
         self.snapshots: dict[str, Snapshot] = {}
         self.tags: dict[str, str] = {}
         self.lose_create_answers = 0
+        self.late_creates: list[float] = []
+        self._late: list[tuple[float, str | None]] = []
         self.strict_tags = False
         self.block_create: anyio.Event | None = None
         self.create_entered = anyio.Event()
@@ -73,6 +77,9 @@ class FakeApi:
 
     async def list_snapshots(self, dataset_id: str, offset: int = 0, limit: int = 50) -> Page[Snapshot]:
         self._enter("list_snapshots", offset)
+        for due, tag in [late for late in self._late if late[0] <= self.clock()]:
+            self._late.remove((due, tag))
+            self.add_existing(due, (tag,) if tag else ())
         items = [self.snapshot(s) for s in sorted(self.snapshots)][offset : offset + limit]
         return Page(items=tuple(items), offset=offset, limit=limit, total_count=len(self.snapshots))
 
@@ -88,6 +95,9 @@ class FakeApi:
 
     async def create_snapshot(self, dataset_id: str, tag: str | None = None) -> Snapshot:
         self._enter("create_snapshot", tag)
+        if self.late_creates:
+            self._late.append((self.clock() + self.late_creates.pop(0), tag))
+            raise NetworkError("POST", "/snapshots", None, "timed out")
         if tag is not None and self.strict_tags and tag in self.tags:
             raise ConflictError("POST", "/snapshots", 409, f"tag {tag} exists")
         snap = self.add_existing(self.clock(), (tag,) if tag else ())

@@ -258,6 +258,56 @@ async def test_a_lost_create_answer_adopts_the_servers_snapshot(
     assert events.of("queue.snapshot_created")[0]["adopted"] is True
 
 
+@pytest.mark.parametrize("dialect", [Dialect.SEED, Dialect.DOMINO])
+async def test_a_timed_out_create_the_server_finishes_later_is_adopted(
+    make_queue: Any, api: Any, events: Any, dialect: Dialect
+) -> None:
+    """A create that timed out while the server went on is looked for until the grace after that call ends:
+    the snapshot that appears meanwhile is adopted and no second one is made."""
+    api.server_dialect = dialect
+    api.late_creates = [0.4]
+    q = make_queue(inflight_grace=1.5)
+    q.submit(req("a", "b"))
+    assert await q.drain(10)
+    assert api.calls["create_snapshot"] == 1
+    assert len(api.snapshots) == 1
+    assert api.tags_of(only_snapshot(api)) == {"a", "b"}
+    assert events.of("queue.recovery_wait")
+    assert events.of("queue.snapshot_created")[0]["adopted"] is True
+
+
+async def test_a_refused_create_is_sent_again_without_waiting(make_queue: Any, api: Any, events: Any) -> None:
+    """A 503 or 429 answer means the server did nothing: the retry creates at once (no look-again wait)."""
+    api.fail["create_snapshot"] = [
+        ServerError("POST", "/snapshots", 503, "busy"),
+        RateLimitedError("POST", "/snapshots", 429, "slow down", retry_after=0.01),
+    ]
+    q = make_queue(inflight_grace=30.0)
+    q.submit(req("a"))
+    with anyio.fail_after(5):
+        assert await q.drain(5)
+    assert api.calls["create_snapshot"] == 3
+    assert len(api.snapshots) == 1
+    assert not events.of("queue.recovery_wait")
+
+
+def test_a_state_db_without_last_sent_at_is_upgraded(tmp_path: Path) -> None:
+    """A 0.1.0 queue table gets `last_sent_at`; a job it left mid-create waits from its recorded send."""
+    db = tmp_path / "state.db"
+    store = QueueStore(db)
+    store.submit(req("a"), 1.0)
+    store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE queue_jobs SET state = 'creating', sent_at = 123.0, create_sends = 1")
+        conn.execute("ALTER TABLE queue_jobs DROP COLUMN last_sent_at")
+    store = QueueStore(db)
+    try:
+        [row] = store.jobs(("creating",))
+        assert row.last_sent_at == 123.0
+    finally:
+        store.close()
+
+
 def crash_after_send(db: Path, job: int, sent_at: float) -> None:
     """What the DB holds when the agent died during the create call."""
     store = QueueStore(db)

@@ -83,6 +83,7 @@ async def test_faults_and_rate_limit_still_give_one_snapshot_per_job(tmp_path: P
             backoff_base=0.05,
             backoff_cap=0.5,
             max_attempts=40,
+            inflight_grace=0.5,  # the emulator's injected 500s come before any work: a short look-again will do
         )
         try:
             for n in range(4):
