@@ -33,6 +33,7 @@ from agent.metrics import Metrics
 from agent.queue import TaskQueue
 from agent.recovery import Durable, unhandled_markers
 from agent.rules.engine import RulesState, SnapshotRequest, initial_state, next_wakeup, step
+from agent.statelock import state_lock
 from agent.sync.engine import SyncEngine, SyncReport
 
 log = get_logger("agent.daemon")
@@ -138,6 +139,7 @@ class Agent:
                 raise ConfigError(
                     "state_dir", str(state_dir), f"a folder the agent can create and write ({exc.strerror})"
                 ) from None
+            stack.enter_context(state_lock(state_dir))
             client = LazyClient(endpoint.settings, observer=self.metrics.observe_api)
             stack.push_async_callback(client.aclose)
             self.client = client
