@@ -138,7 +138,7 @@ class SyncEngine(Pipeline):
         settled = [rel for rel, fs in scan.changed.items() if now - fs.ctime_ns / 1e9 >= settle]
         plan = plan_sync(
             scan.changed,
-            scan.missing(rows),
+            self._walker.missing(scan, rows),
             rows,
             delete=self.source.delete,
             max_delete=self.source.max_delete,

@@ -324,12 +324,12 @@ class Pipeline:
         self._log_skips(scan.skipped)
         since = at - self.source.settle if burst else None
         ledger.held.clear()
-        for rel in scan.missing(list(ledger.rows)):
+        for rel in self._walker.missing(scan, ledger.rows):
             ledger.observe(rel, None, at, since=since)
         for rel, watch in list(ledger.settler.items()):
             if (
                 watch.sig is not None
-                and rel not in scan.seen
+                and not scan.met(rel)
                 and rel not in ledger.rows
                 and not under_any(rel, scan.unreadable)
             ):

@@ -9,8 +9,10 @@
 * FIFOs, sockets and devices are skipped (the caller logs each once).
 * Folders that cannot be listed are reported, so nothing under them is taken for deleted.
 
-The walk uses `os.scandir` and one `lstat` per file, and compares against the known rows as it goes, so a
-no-op rescan of a large tree keeps no per-file objects but the set of names.
+The walk uses `os.scandir` and one `lstat` per file, and compares against the known rows as it goes. A full
+walk keeps nothing per unchanged file, only a count per folder of the files that matched their row; when the
+counts say some known file was not met (deletions), `Walker.missing` lists just the folders that came up short
+again to name them. So a no-op rescan of 100,000 files builds no set of 100,000 names.
 """
 
 from __future__ import annotations
@@ -94,19 +96,18 @@ class ScanResult:
     """A walk compared with the known rows: what differs, what was seen, what was skipped or unreadable."""
 
     changed: dict[str, FileStat] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)  # every file met, only when the walk was asked to keep them
+    hits: dict[str, int] = field(default_factory=dict)  # folder -> files that matched their row there
+    seen_all: bool = False
     skipped: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
     files: int = 0
     bytes: int = 0
 
-    def missing(self, known: Iterable[str]) -> list[str]:
-        """Known paths the walk did not see, except under folders it could not read."""
-        gone = [path for path in known if path not in self.seen]
-        if not self.unreadable:
-            return gone
-        return [path for path in gone if not under_any(path, self.unreadable)]
+    def met(self, path: str) -> bool:
+        """The walk met `path` and it differed from its row (or had none); with `seen_all`, met at all."""
+        return path in self.seen if self.seen_all else path in self.changed
 
 
 def under_any(path: str, folders: Iterable[str]) -> bool:
@@ -144,9 +145,12 @@ class Walker:
             return True
         return self.matcher.ignored(rel, is_dir)
 
-    def scan(self, known: Mapping[str, Row], subtree: str = "", result: ScanResult | None = None) -> ScanResult:
-        """Walk the tree (or the folder `subtree`), comparing each file with `known`."""
-        out = ScanResult() if result is None else result
+    def scan(
+        self, known: Mapping[str, Row], subtree: str = "", result: ScanResult | None = None, *, keep_seen: bool = False
+    ) -> ScanResult:
+        """Walk the tree (or the folder `subtree`), comparing each file with `known`; `keep_seen` also collects
+        every file met in `seen` (for small subtrees whose every file the caller needs to know)."""
+        out = ScanResult(seen_all=keep_seen) if result is None else result
         top = self.root if not subtree else self.root + "/" + subtree
         if not subtree:
             try:
@@ -161,11 +165,12 @@ class Walker:
         combined = matcher.name_regex()
         suffixes, prefixes = matcher.affixes or ((), ())
         fast = matcher.affixes is not None
-        changed, seen, get, pack = out.changed, out.seen, known.get, ROW_PACK
-        add = seen.add
+        changed, get, pack, hits = out.changed, known.get, ROW_PACK, out.hits
+        add = out.seen.add if out.seen_all else None
         files = size = 0
         while stack:
             folder, prefix = stack.pop()
+            matched = 0
             try:
                 entries = os.scandir(folder)
             except OSError as exc:
@@ -202,14 +207,82 @@ class Walker:
                                 continue
                     except OSError:
                         continue  # vanished while we looked
-                    add(rel)
                     files += 1
                     size += st.st_size
-                    if get(rel) != pack(st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o7777):
+                    if add is not None:
+                        add(rel)
+                    if get(rel) == pack(st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o7777):
+                        matched += 1
+                    else:
                         changed[rel] = to_filestat(st)
+            if matched:
+                hits[prefix[:-1]] = hits.get(prefix[:-1], 0) + matched
         out.files += files
         out.bytes += size
         return out
+
+    def missing(self, result: ScanResult, known: Mapping[str, Row]) -> list[str]:
+        """Known paths the walk did not meet, except under folders it could not read.
+
+        Without `seen_all` the walk only counted, per folder, the files that matched their row: when the counts
+        add up nothing is missing; otherwise the folders that came up short are listed again (cheaply: no stat
+        per file) to name what is gone."""
+        if result.seen_all:
+            gone = [path for path in known if path not in result.seen]
+        elif sum(result.hits.values()) + sum(1 for path in result.changed if path in known) == len(known):
+            return []  # every known file was met: the usual rescan
+        else:
+            changed = result.changed
+            short: dict[str, int] = {}
+            for path in known:
+                folder = path.rpartition("/")[0]
+                short[folder] = short.get(folder, 0) + 1
+            for path in changed:
+                if path in known:
+                    short[path.rpartition("/")[0]] -= 1
+            for folder, count in result.hits.items():
+                if folder in short:
+                    short[folder] -= count
+            present = {folder: self._names(folder) for folder, left in short.items() if left > 0}
+            gone = []
+            if present:
+                for path in known:
+                    folder, _, name = path.rpartition("/")
+                    if folder in present and path not in changed:
+                        names = present[folder]
+                        if names is not None and name not in names:  # None: cannot tell now, keep it
+                            gone.append(path)
+        if not result.unreadable:
+            return gone
+        return [path for path in gone if not under_any(path, result.unreadable)]
+
+    def _names(self, folder: str) -> set[str] | None:
+        """The names in `folder` the walk would have met as files: empty when the folder is gone, None when it
+        cannot be listed now (then nothing there is taken for deleted)."""
+        top = self.root if not folder else self.root + "/" + folder
+        prefix = folder + "/" if folder else ""
+        names: set[str] = set()
+        try:
+            entries = os.scandir(top)
+        except (FileNotFoundError, NotADirectoryError):
+            return names
+        except OSError:
+            return None
+        with entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        continue
+                    rel = prefix + entry.name
+                    if self.matcher.ignored_entry(rel, entry.name, False):
+                        continue
+                    if entry.is_file(follow_symlinks=False) or (
+                        entry.is_symlink() and self._follow(entry.path, rel, ScanResult()) is not None
+                    ):
+                        names.add(entry.name)
+                except OSError:
+                    continue
+        return names
 
     def _follow(self, path: str, rel: str, out: ScanResult) -> os.stat_result | None:
         """The stat of a symlink's target when it is a regular file inside the root, else None (and why)."""
@@ -240,7 +313,7 @@ class Walker:
         land in the returned ScanResult's `changed`/`seen`, like a scan of that subtree.
         """
         states: dict[str, FileStat | None] = {}
-        sub = ScanResult()
+        sub = ScanResult(seen_all=True)
         for rel in rels:
             path = self.root + "/" + rel
             try:

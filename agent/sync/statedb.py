@@ -122,7 +122,9 @@ class StateDB:
         with self._lock:
             try:
                 cursor = self._conn.execute("SELECT path, size, mtime_ns, ino, mode FROM files")
-                return {(p if type(p) is str else fsdecode(p)): pack(s, m, i, mo) for p, s, m, i, mo in cursor}
+                rows = {(p if type(p) is str else fsdecode(p)): pack(s, m, i, mo) for p, s, m, i, mo in cursor}
+                self._conn.execute("PRAGMA shrink_memory")  # the read filled SQLite's page cache: the rows are here
+                return rows
             except sqlite3.Error as exc:
                 raise StateError(f"state DB {self.path} cannot be read ({exc})") from None
 

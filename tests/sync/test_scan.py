@@ -75,10 +75,14 @@ def test_scan_compares_with_known_rows(src: Path) -> None:
         "same": make_row(st.st_size, st.st_mtime_ns, st.st_ino, stat.S_IMODE(st.st_mode)),
         "gone": make_row(1, 1, 1, 0o644),
     }
-    result = walker(src).scan(known)
+    w = walker(src)
+    result = w.scan(known)
     assert set(result.changed) == {"other"}
-    assert result.seen == {"same", "other"}
-    assert result.missing(known) == ["gone"]
+    assert result.hits == {"": 1} and result.seen == set()
+    assert w.missing(result, known) == ["gone"]
+    kept = w.scan(known, keep_seen=True)
+    assert kept.seen == {"same", "other"}
+    assert w.missing(kept, known) == ["gone"]
 
 
 def test_pruned_folder_is_never_walked(src: Path) -> None:
@@ -157,9 +161,10 @@ def test_unreadable_folder_is_reported_and_hides_nothing(src: Path, monkeypatch:
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", refuse)
-    result = walker(src).scan({})
+    w = walker(src)
+    result = w.scan({})
     assert result.unreadable == ["locked"]
-    assert result.missing({"locked/f": make_row(1, 1, 1, 0o644), "gone": make_row(1, 1, 1, 0o644)}) == ["gone"]
+    assert w.missing(result, {"locked/f": make_row(1, 1, 1, 0o644), "gone": make_row(1, 1, 1, 0o644)}) == ["gone"]
 
 
 def test_missing_source_raises_source_error(tmp_path: Path) -> None:
@@ -178,3 +183,47 @@ def test_stat_paths_walks_folders_named_by_events(src: Path) -> None:
     assert states["gone.txt"] is None
     assert sub.folders == ["newdir"]
     assert set(sub.changed) == {"newdir/deep/f.txt"}
+
+
+def row_of(path: Path) -> bytes:
+    st = os.stat(path)
+    return make_row(st.st_size, st.st_mtime_ns, st.st_ino, stat.S_IMODE(st.st_mode))
+
+
+def test_missing_names_only_what_left_the_folders_that_came_up_short(src: Path) -> None:
+    """Without a set of every name, deletions are still found: a file deleted, a file replaced by a folder,
+    a file now ignored and a whole folder removed are missing; matched and changed files are not."""
+    for rel in ["a/keep", "a/gone", "a/becomes-dir", "a/now.tmp", "b/x", "b/y", "c/changed"]:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    known = {rel: row_of(src / rel) for rel in ["a/keep", "a/gone", "a/becomes-dir", "b/x", "b/y", "c/changed"]}
+    known["a/now.tmp"] = make_row(1, 1, 1, 0o644)
+    (src / "a/gone").unlink()
+    (src / "a/becomes-dir").unlink()
+    (src / "a/becomes-dir").mkdir()
+    for rel in ["b/x", "b/y"]:
+        (src / rel).unlink()
+    (src / "b").rmdir()
+    (src / "c/changed").write_text("longer now")
+    w = walker(src)
+    result = w.scan(known)
+    assert set(result.changed) == {"c/changed"}
+    assert result.hits == {"a": 1}
+    assert sorted(w.missing(result, known)) == ["a/becomes-dir", "a/gone", "a/now.tmp", "b/x", "b/y"]
+
+
+def test_an_unchanged_tree_needs_no_second_look(src: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When every known file matched, `missing` lists no folder again."""
+    for i in range(20):
+        (src / f"d{i % 4}").mkdir(exist_ok=True)
+        (src / f"d{i % 4}" / f"f{i}").write_text(str(i))
+    known = {f"d{i % 4}/f{i}": row_of(src / f"d{i % 4}" / f"f{i}") for i in range(20)}
+    w = walker(src)
+    result = w.scan(known)
+    assert not result.changed and sum(result.hits.values()) == 20
+
+    def no_listing(path: str) -> None:
+        raise AssertionError(f"listed {path} again")
+
+    monkeypatch.setattr(os, "scandir", no_listing)
+    assert w.missing(result, known) == []
