@@ -100,6 +100,11 @@ async def serve(options: EmulatorOptions, show_key: bool) -> None:
     "--rate-limit", type=click.FloatRange(min=0.0, min_open=True), default=None,
     help="Requests per second (sliding window); over it: 429 with Retry-After.",
 )  # fmt: skip
+@click.option(
+    "--max-active-snapshots", type=click.IntRange(min=0), default=20, show_default=True,
+    help="Past this many active snapshots of a dataset the oldest untagged one is marked for deletion "
+    "(Domino's default); 0: no limit.",
+)  # fmt: skip
 def emulator(**flags: Any) -> None:
     """Serve a local Domino Datasets API with real dataset folders, keys, grants and injectable faults."""
     options = EmulatorOptions(
@@ -110,6 +115,7 @@ def emulator(**flags: Any) -> None:
         fail_rate=flags["fail_rate"],
         latency_ms=flags["latency_ms"],
         rate_limit=flags["rate_limit"],
+        max_active_snapshots=flags["max_active_snapshots"],
         host=flags["host"],
         port=flags["port"],
     )

@@ -38,6 +38,10 @@ def new_id(kind: str) -> str:
     return f"{kind}-{secrets.token_hex(6)}"
 
 
+MAX_ACTIVE_SNAPSHOTS = 20  # Domino's default per dataset
+ACTIVE, MARKED_FOR_DELETION = "active", "markForDeletion"
+
+
 class Operations:
     """The emulator's behaviour, independent of HTTP and of the dialect."""
 
@@ -47,8 +51,10 @@ class Operations:
         folders: Folders,
         clock: Callable[[], datetime] | None = None,
         limiter: anyio.CapacityLimiter | None = None,
+        max_active_snapshots: int = MAX_ACTIVE_SNAPSHOTS,
     ) -> None:
         self._store = store
+        self._max_active = max_active_snapshots
         self._folders = folders
         self._clock = clock or (lambda: datetime.now(UTC))
         self._limiter = limiter or anyio.CapacityLimiter(8)
@@ -225,9 +231,20 @@ class Operations:
                 self._store.insert_snapshot(snap, request.tag)
                 if request.tag:
                     self._folders.point_tag(record.name, request.tag, snap.id)
+                self._retire_over_limit(record.id)
                 return snap
 
             return await self._thread(work)
+
+    def _retire_over_limit(self, dataset_id: str) -> None:
+        """Past `max_active_snapshots` active snapshots, the oldest untagged ones are marked for deletion, as
+        Domino does by default (tagged ones are kept: tag what is worth keeping)."""
+        if not self._max_active:
+            return
+        active = [s for s in self._store.snapshots(dataset_id) if s.status == ACTIVE]
+        untagged = [s for s in active if not s.tags]  # oldest first
+        for snap in untagged[: max(0, len(active) - self._max_active)]:
+            self._store.set_status(snap.id, MARKED_FOR_DELETION)
 
     async def get_snapshot(self, user: str, snapshot_id: str) -> SnapshotRecord:
         snap = await self._thread(self._store.snapshot, snapshot_id)

@@ -23,6 +23,7 @@ class EmulatorOptions:
     fail_rate: float = 0.0  # share of API requests answered 500 or 503 at random
     latency_ms: int = 0
     rate_limit: float | None = None  # requests per second (sliding window) before 429 + Retry-After
+    max_active_snapshots: int = 20  # past it the oldest untagged snapshot is marked for deletion; 0: no limit
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port
 
@@ -38,6 +39,8 @@ class EmulatorOptions:
         """Raise ConfigError for the first value the emulator cannot start with."""
         if not 0.0 <= self.fail_rate <= 1.0:
             raise ConfigError("fail_rate", self.fail_rate, "a share between 0 and 1")
+        if self.max_active_snapshots < 0:
+            raise ConfigError("max_active_snapshots", self.max_active_snapshots, "a count, 0 (no limit) or more")
         if self.latency_ms < 0:
             raise ConfigError("latency_ms", self.latency_ms, "milliseconds, 0 or more")
         if self.rate_limit is not None and not self.rate_limit > 0:

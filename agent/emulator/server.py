@@ -101,7 +101,7 @@ async def running_emulator(options: EmulatorOptions) -> AsyncIterator[RunningEmu
             register_secret(key)
         stats = Stats()
         app = build_app(
-            Operations(store, folders),
+            Operations(store, folders, max_active_snapshots=options.max_active_snapshots),
             dialect,
             {key: user for user, key in keys.items()},
             stats,

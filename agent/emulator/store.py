@@ -215,6 +215,10 @@ class Store:
             if tag is not None:
                 self._set_tag(conn, record.dataset_id, tag, record.id)
 
+    def set_status(self, snapshot_id: str, status: str) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE snapshots SET status = ? WHERE id = ?", (status, snapshot_id))
+
     def set_tag(self, dataset_id: str, tag: str, snapshot_id: str) -> None:
         with self._write() as conn:
             self._set_tag(conn, dataset_id, tag, snapshot_id)
