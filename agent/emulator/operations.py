@@ -231,18 +231,19 @@ class Operations:
                 self._store.insert_snapshot(snap, request.tag)
                 if request.tag:
                     self._folders.point_tag(record.name, request.tag, snap.id)
-                self._retire_over_limit(record.id)
+                self._retire_over_limit(record.id, snap.id)
                 return snap
 
             return await self._thread(work)
 
-    def _retire_over_limit(self, dataset_id: str) -> None:
+    def _retire_over_limit(self, dataset_id: str, new_id: str) -> None:
         """Past `max_active_snapshots` active snapshots, the oldest untagged ones are marked for deletion, as
-        Domino does by default (tagged ones are kept: tag what is worth keeping)."""
+        Domino does by default (tagged ones are kept: tag what is worth keeping). Never the one just made: in
+        the domino dialect every snapshot is untagged until its first tag call."""
         if not self._max_active:
             return
         active = [s for s in self._store.snapshots(dataset_id) if s.status == ACTIVE]
-        untagged = [s for s in active if not s.tags]  # oldest first
+        untagged = [s for s in active if not s.tags and s.id != new_id]  # oldest first
         for snap in untagged[: max(0, len(active) - self._max_active)]:
             self._store.set_status(snap.id, MARKED_FOR_DELETION)
 

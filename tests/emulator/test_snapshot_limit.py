@@ -33,6 +33,19 @@ async def test_the_oldest_untagged_snapshots_are_marked_past_the_limit(emulator_
     assert statuses.count(SnapshotStatus.ACTIVE) == 3
 
 
+async def test_the_snapshot_just_made_is_never_the_one_retired(emulator_factory: Any) -> None:
+    """When every older snapshot is tagged, a new untagged one (domino: untagged until its tag call) stays
+    active even past the limit: only older untagged snapshots are retired."""
+    emu = await emulator_factory(max_active_snapshots=2, dialect=Dialect.DOMINO)
+    async with api_client(emu) as client:
+        dataset = await client.create_dataset("all-tagged", "p1")
+        for n in range(3):
+            snap = await client.create_snapshot(dataset.id)
+            assert (await client.get_snapshot(snap.id)).status is SnapshotStatus.ACTIVE
+            await client.add_tag(dataset.id, snap.id, f"t{n}")
+        assert {s.status async for s in client.iter_snapshots(dataset.id)} == {SnapshotStatus.ACTIVE}
+
+
 async def test_zero_means_no_limit(emulator_factory: Any) -> None:
     """max_active_snapshots 0 keeps every snapshot active; a negative limit is a config error."""
     emu = await emulator_factory(max_active_snapshots=0)
