@@ -172,12 +172,14 @@ class Agent:
             )
             stack.callback(self._close_queue)
             saved = self.queue.load_rules_state()
+            saved_at = None
             if saved:
                 durable = Durable.loads(saved)
                 self.rules_state = RulesState.from_json(durable.rules_json, self.rules, self.clock())
                 self._markers_seen = durable.markers_seen
+                saved_at = durable.saved_at
             for fact in unhandled_markers(
-                state_dir / "state.db", self.mount, self._markers, self._markers_seen, self.clock()
+                state_dir / "state.db", self.mount, self._markers, self._markers_seen, self.clock(), saved_at
             ):
                 log.warning("agent.marker_recovered", path=fact.path)
                 self.on_fact(fact)

@@ -23,6 +23,7 @@ def test_durable_round_trip_and_older_format() -> None:
     back = Durable.loads(durable.dumps(now=5000.0))
     assert back.rules_json == '{"v":1}'
     assert back.markers_seen == {"a/_SUCCESS": 4000.0}
+    assert back.saved_at == 5000.0
     assert Durable.loads('{"v":1,"rules":{}}').rules_json == '{"v":1,"rules":{}}'
 
 
@@ -40,3 +41,15 @@ def test_only_unhandled_recent_markers_come_back(tmp_path: Path) -> None:
     assert [(f.path, f.size, f.first_line) for f in facts] == [("b/_SUCCESS", 12, "run-7")]
     assert unhandled_markers(db, mount, frozenset(), {}, now=5100.0) == []
     assert unhandled_markers(tmp_path / "none.db", mount, frozenset({"_SUCCESS"}), {}, now=5100.0) == []
+
+
+def test_a_long_outage_does_not_lose_the_marker_synced_before_the_crash(tmp_path: Path) -> None:
+    """The look-back counts from when the handled list was saved: a marker synced just before a kill comes
+    back even when the agent restarts hours later; one older than the hour before that save does not."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    db = _state_db(tmp_path, [("late/_SUCCESS", 0, 5001.0), ("early/_SUCCESS", 0, 1000.0)])
+    hours_later = 5000.0 + 6 * 3600
+    assert unhandled_markers(db, mount, frozenset({"_SUCCESS"}), {}, now=hours_later) == []
+    facts = unhandled_markers(db, mount, frozenset({"_SUCCESS"}), {}, now=hours_later, saved_at=5000.0)
+    assert [f.path for f in facts] == ["late/_SUCCESS"]
