@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.errors import NotFoundError
 from agent.facts import FileDeleted, FileSynced, Tick
+from agent.recovery import Durable
 from agent.rules.engine import RulesState, SnapshotRequest, initial_state, step
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ def simulate_rules(
 ) -> list[dict[str, Any]]:
     """The snapshot requests the rules would make for these copies and deletes (merged as the queue would)."""
     saved = _saved_rules_state(agent.config.state_dir)
-    state = RulesState.from_json(saved, agent.rules, now) if saved else initial_state(agent.rules, now)
+    rules_json = Durable.loads(saved).rules_json if saved else None  # stored with the handled markers beside it
+    state = RulesState.from_json(rules_json, agent.rules, now) if rules_json else initial_state(agent.rules, now)
     requests: list[SnapshotRequest] = []
     facts: list[Any] = [FileSynced(path=p, size=size, at=now, first_line=line) for p, size, line in copies]
     facts += [FileDeleted(path=p, at=now) for p in deletes]

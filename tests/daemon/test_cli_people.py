@@ -164,3 +164,23 @@ async def test_dry_run_changes_nothing(emulator: Any, tmp_path: Path) -> None:
     assert summary["snapshots"] == [{"rules": ["drop"], "tags": ["batch-7"], "scopes": ["d"]}]
     assert not (emulator.mount_root / DATASET).exists()
     assert not cfg.state_dir.exists()
+
+
+async def test_dry_run_after_a_real_run_reads_the_saved_rules_state(emulator: Any, tmp_path: Path) -> None:
+    """After a real `once` has saved the rules state (with its handled markers), a dry run continues from it:
+    the next marker would get the next `{seq}`."""
+    from agent.daemon import Agent
+
+    cfg = make_config(
+        emulator, tmp_path, rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["run-{seq}"]}]
+    )
+    write(cfg.source.path, "d1/a.csv", "1")
+    write(cfg.source.path, "d1/_SUCCESS", "")
+    await anyio.sleep(0.3)
+    code, _ = await Agent(cfg, env={}).once(drain_timeout=30)
+    assert code == 0
+    write(cfg.source.path, "d2/_SUCCESS", "")
+    await anyio.sleep(0.3)
+    summary = await dry_run(Agent(cfg, env={}))
+    assert summary["copy"] == ["d2/_SUCCESS"]
+    assert summary["snapshots"] == [{"rules": ["drop"], "tags": ["run-2"], "scopes": ["d2"]}]
