@@ -14,7 +14,7 @@ import click
 
 from agent import __version__
 from agent.errors import AgentError, ConfigError
-from agent.logs import configure_logging, redact
+from agent.logs import configure_logging, get_logger, redact
 
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
 
@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(exc, 1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a bug of ours: one line, not a traceback; `--log-level debug` logs where it was
+        get_logger("agent.cli").debug("cli.internal_error", exc_info=True)
+        fail(f"internal error: {exc.__class__.__name__}: {exc} (please report it; --log-level debug shows where)", 1)
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -88,3 +88,23 @@ def test_missing_config_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
         main(["once", "--config", str(tmp_path / "missing.yaml")])
     assert exit_info.value.code == 2
     assert "--config" in capsys.readouterr().err
+
+
+def test_a_bug_is_one_line_and_exit_1_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception inside a command (a bug of ours) prints one 'internal error' line and exits 1."""
+    import agent.cli.agent_commands as commands
+
+    def broken(path: Path) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(commands, "load_config", broken)
+    config = tmp_path / "c.yaml"
+    config.write_text("source: {path: x}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["once", "--config", str(config)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("domino-sync: error: internal error: RuntimeError: boom (please report it;")
