@@ -39,7 +39,7 @@ def new_id(kind: str) -> str:
 
 
 MAX_ACTIVE_SNAPSHOTS = 20  # Domino's default per dataset
-ACTIVE, MARKED_FOR_DELETION = "active", "markForDeletion"
+ACTIVE, COPYING, FAILED, MARKED_FOR_DELETION = "active", "copying", "failed", "markForDeletion"
 
 
 class Operations:
@@ -227,8 +227,20 @@ class Operations:
                     raise problem(409, f"dataset folder {self._folders.dataset_path(record.name)} is missing")
                 if missing := self._folders.missing(record.name, request.paths):
                     raise problem(400, f"relativeFilePaths: {missing[0]!r} does not exist in dataset {record.name!r}")
-                self._folders.snapshot(record.name, snap.id, request.paths)
-                self._store.insert_snapshot(snap, request.tag)
+                # listed at once as `copying` (with its tag), as Domino lists a snapshot it is still making, and
+                # `active` once its folder is in place: a client that lost the answer can find it meanwhile
+                before = record.tags.get(request.tag) if request.tag else None
+                self._store.insert_snapshot(replace(snap, status=COPYING), request.tag)
+                try:
+                    self._folders.snapshot(record.name, snap.id, request.paths)
+                except BaseException:
+                    self._store.set_status(snap.id, FAILED)
+                    if request.tag and before is not None:
+                        self._store.set_tag(record.id, request.tag, before)
+                    elif request.tag:
+                        self._store.remove_tag(record.id, request.tag)
+                    raise
+                self._store.set_status(snap.id, ACTIVE)
                 if request.tag:
                     self._folders.point_tag(record.name, request.tag, snap.id)
                 self._retire_over_limit(record.id, snap.id)
