@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.errors import NotFoundError
 from agent.facts import FileDeleted, FileSynced, Tick
-from agent.recovery import Durable
+from agent.recovery import Durable, marker_first_line
 from agent.rules.engine import RulesState, SnapshotRequest, initial_state, step
 
 if TYPE_CHECKING:
@@ -54,14 +54,6 @@ def simulate_rules(
     return [{"rules": list(merged.rules), "tags": list(merged.tags), "scopes": list(merged.scopes)}]
 
 
-def _first_line(path: Path) -> str | None:
-    try:
-        with path.open("rb") as handle:
-            return handle.readline(4096).decode("utf-8", "replace").strip()
-    except OSError:
-        return None
-
-
 async def dry_run(agent: Agent) -> dict[str, Any]:
     """The plan as JSON-ready data."""
     from agent.api.client import DatasetsClient
@@ -97,7 +89,7 @@ async def dry_run(agent: Agent) -> dict[str, Any]:
             size = path.stat().st_size
         except OSError:
             continue
-        copies.append((rel, size, _first_line(path) if path.name in agent._markers else None))
+        copies.append((rel, size, marker_first_line(path) if path.name in agent._markers else None))
     summary.update(
         copy=list(plan.copy),
         move=[list(pair) for pair in plan.move],

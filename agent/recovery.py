@@ -79,11 +79,13 @@ def unhandled_markers(
             continue
         if seen.get(raw, float("-inf")) >= synced_at:
             continue
-        facts.append(FileSynced(path=raw, size=int(size), at=float(synced_at), first_line=_first_line(mount / raw)))
+        line = marker_first_line(mount / raw)
+        facts.append(FileSynced(path=raw, size=int(size), at=float(synced_at), first_line=line))
     return facts
 
 
-def _first_line(path: Path) -> str | None:
+def marker_first_line(path: Path) -> str | None:
+    """A marker file's first line (what `{marker}` renders), or None when it cannot be read."""
     try:
         with path.open("rb") as handle:
             return handle.readline(4096).decode("utf-8", "replace").strip()
