@@ -7,6 +7,7 @@ Progress goes to stderr, the report (markdown) to stdout. Exit 0 when every figu
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import sys
 import tempfile
@@ -70,6 +71,15 @@ def _clean(workdir: Path) -> None:
             remove(entry)
 
 
+def _compile_package() -> None:
+    """Byte-compile domino-sync's modules, as `pip install` does for an installed package: an editable checkout
+    (or PYTHONDONTWRITEBYTECODE=1) would otherwise compile every module from source at every start, about
+    0.15 s a run that no installed copy pays."""
+    import agent
+
+    compileall.compile_dir(Path(agent.__file__).parent, quiet=1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from agent.logs import configure_logging
@@ -77,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("warning", "json", stream=sys.stderr)  # the client's logs must not reach the report
     workdir = args.workdir.resolve()
     _clean(workdir)
+    _compile_package()
     drop = not args.quick and not args.no_drop_caches and machine.drop_page_cache()
     names = args.only or list(CASES)
     info = machine.describe(workdir, drop)  # at the start: the commit measured, not the one at the end
