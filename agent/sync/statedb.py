@@ -38,7 +38,7 @@ import os
 import sqlite3
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -142,25 +142,10 @@ class StateDB:
         rows = [(_key(path), *_ROW.unpack(row)) for path, row in items]
         if not rows:
             return
-        with self._lock:
-            try:
-                self._conn.execute("PRAGMA synchronous=FULL")
-                try:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        self._conn.executemany(
-                            "INSERT OR REPLACE INTO installing (path, size, mtime_ns, ino, mode)"
-                            " VALUES (?, ?, ?, ?, ?)",
-                            rows,
-                        )
-                    except BaseException:
-                        self._conn.execute("ROLLBACK")
-                        raise
-                    self._conn.execute("COMMIT")
-                finally:
-                    self._conn.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.Error as exc:
-                raise StateError(f"state DB {self.path} cannot be written ({exc})") from None
+        with self._transaction(durable=True) as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO installing (path, size, mtime_ns, ino, mode) VALUES (?, ?, ?, ?, ?)", rows
+            )
 
     def record(
         self,
@@ -175,24 +160,37 @@ class StateDB:
         dones = [(_key(path),) for path in done]
         if not puts and not drops and not dones:
             return
+        with self._transaction() as conn:
+            if dones:
+                conn.executemany("DELETE FROM installing WHERE path = ?", dones)
+            if drops:
+                conn.executemany("DELETE FROM files WHERE path = ?", drops)
+            if puts:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO files (path, size, mtime_ns, ino, mode, synced_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    puts,
+                )
+
+    @contextlib.contextmanager
+    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock, rolled back on any error; `durable` syncs the WAL at commit."""
         with self._lock:
+            conn = self._conn
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                if durable:
+                    conn.execute("PRAGMA synchronous=FULL")
                 try:
-                    if dones:
-                        self._conn.executemany("DELETE FROM installing WHERE path = ?", dones)
-                    if drops:
-                        self._conn.executemany("DELETE FROM files WHERE path = ?", drops)
-                    if puts:
-                        self._conn.executemany(
-                            "INSERT OR REPLACE INTO files (path, size, mtime_ns, ino, mode, synced_at)"
-                            " VALUES (?, ?, ?, ?, ?, ?)",
-                            puts,
-                        )
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-                self._conn.execute("COMMIT")
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                finally:
+                    if durable:
+                        conn.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as exc:
                 raise StateError(f"state DB {self.path} cannot be written ({exc})") from None
 
