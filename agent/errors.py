@@ -45,15 +45,19 @@ MISSING = _MISSING
 
 
 class ApiError(AgentError):
-    """The Datasets API failed a call. `status` is None when no answer arrived."""
+    """The Datasets API failed a call. `status` is None when no answer arrived; `retry_after` is the server's
+    wait in seconds, when it gave one (429 and 5xx)."""
 
     retryable = False
 
-    def __init__(self, method: str, path: str, status: int | None, message: str) -> None:
+    def __init__(
+        self, method: str, path: str, status: int | None, message: str, retry_after: float | None = None
+    ) -> None:
         self.method = method
         self.path = path
         self.status = status
         self.message = message
+        self.retry_after = retry_after
         where = f"{method} {path}"
         what = f"HTTP {status}: {message}" if status is not None else message
         super().__init__(f"{where}: {what}")
@@ -84,23 +88,11 @@ class RateLimitedError(ApiError):
 
     retryable = True
 
-    def __init__(
-        self, method: str, path: str, status: int | None, message: str, retry_after: float | None = None
-    ) -> None:
-        super().__init__(method, path, status, message)
-        self.retry_after = retry_after
-
 
 class ServerError(ApiError):
     """5xx: the server failed; worth retrying for calls that are safe to repeat."""
 
     retryable = True
-
-    def __init__(
-        self, method: str, path: str, status: int | None, message: str, retry_after: float | None = None
-    ) -> None:
-        super().__init__(method, path, status, message)
-        self.retry_after = retry_after
 
 
 class NetworkError(ApiError):

@@ -320,9 +320,7 @@ class TaskQueue:
                 "queue.dead_letter", job_id=job.id, tags=list(job.request.tags), attempts=attempts, error=message
             )
             return
-        delay = backoff_delay(
-            attempts, base=self._backoff_base, cap=self._backoff_cap, retry_after=getattr(err, "retry_after", None)
-        )
+        delay = backoff_delay(attempts, base=self._backoff_base, cap=self._backoff_cap, retry_after=err.retry_after)
         await self._db(self._store.retry_later, job.id, attempts, now + delay, message)
         self._emit("queue.retry", job_id=job.id, attempt=attempts, delay=delay, error=message)
 

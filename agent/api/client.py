@@ -35,7 +35,7 @@ said; keys and tokens never appear in them (they are registered with the log scr
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -62,6 +62,22 @@ SNAPSHOT = "/api/datasetrw/v1/snapshots/{snapshotId}"
 TAGS = DATASET + "/tags"
 TAG = TAGS + "/{tagName}"
 GRANTS = DATASET + "/grants"
+
+
+async def paged(
+    fetch: Callable[[int, int], Awaitable[Page[T]]], offset: int = 0, page_size: int = 50, limit: int | None = None
+) -> AsyncIterator[T]:
+    """The items from `offset` on (at most `limit`; None: all), fetched `page_size` at a time by
+    `fetch(offset, size)` until the server says it was the last page."""
+    at: int | None = offset
+    given = 0
+    while at is not None and (limit is None or given < limit):
+        size = page_size if limit is None else min(page_size, limit - given)
+        page = await fetch(at, size)
+        for item in page.items[: None if limit is None else limit - given]:
+            yield item
+            given += 1
+        at = dialects.next_offset(page, at, size)
 
 
 class DatasetsClient:
@@ -130,12 +146,8 @@ class DatasetsClient:
 
     async def iter_datasets(self, project_id: str | None = None, page_size: int = 50) -> AsyncIterator[Dataset]:
         """Every dataset (of `project_id`, when given), page by page."""
-        offset: int | None = 0
-        while offset is not None:
-            page = await self.list_datasets(project_id, offset, page_size)
-            for dataset in page.items:
-                yield dataset
-            offset = dialects.next_offset(page, offset, page_size)
+        async for dataset in paged(lambda at, size: self.list_datasets(project_id, at, size), page_size=page_size):
+            yield dataset
 
     async def find_dataset(self, name: str, project_id: str | None = None) -> Dataset:
         """The dataset called `name` (in `project_id`, when given); NotFoundError when there is none."""
@@ -193,12 +205,8 @@ class DatasetsClient:
         return page
 
     async def iter_snapshots(self, dataset_id: str, page_size: int = 50) -> AsyncIterator[Snapshot]:
-        offset: int | None = 0
-        while offset is not None:
-            page = await self.list_snapshots(dataset_id, offset, page_size)
-            for snapshot in page.items:
-                yield snapshot
-            offset = dialects.next_offset(page, offset, page_size)
+        async for snapshot in paged(lambda at, size: self.list_snapshots(dataset_id, at, size), page_size=page_size):
+            yield snapshot
 
     async def create_snapshot(self, dataset_id: str, tag: str | None = None) -> Snapshot:
         """Snapshot the dataset, tagged `tag` when given (seed: in the same call; domino: a second call)."""

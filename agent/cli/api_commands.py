@@ -10,12 +10,12 @@ Results are JSON on stdout; errors are one line on stderr (exit 1; 2 for usage e
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import click
 
-from agent.api import dialects
-from agent.api.client import DatasetsClient
+from agent.api.client import DatasetsClient, paged
 from agent.api.models import Dataset, Role, Snapshot
 from agent.api.names import dataset_name_problem
 from agent.cli.api_options import (
@@ -49,14 +49,7 @@ def datasets_list(conn: Connection, project: str | None, limit: int | None, offs
     """List datasets, paging through all of them."""
 
     async def work(client: DatasetsClient) -> list[Dataset]:
-        found: list[Dataset] = []
-        at: int | None = offset
-        while at is not None and (limit is None or len(found) < limit):
-            size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(found))
-            page = await client.list_datasets(project, at, size)
-            found.extend(page.items)
-            at = dialects.next_offset(page, at, size)
-        return found[:limit]
+        return [d async for d in paged(partial(client.list_datasets, project), offset, PAGE_SIZE, limit)]
 
     emit(conn.run(work), conn.output)
 
@@ -140,14 +133,7 @@ def snapshots_list(conn: Connection, ref: DatasetRef, limit: int | None, offset:
 
     async def work(client: DatasetsClient) -> list[Snapshot]:
         dataset_id = await ref.resolve(client)
-        found: list[Snapshot] = []
-        at: int | None = offset
-        while at is not None and (limit is None or len(found) < limit):
-            size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(found))
-            page = await client.list_snapshots(dataset_id, at, size)
-            found.extend(page.items)
-            at = dialects.next_offset(page, at, size)
-        return found[:limit]
+        return [s async for s in paged(partial(client.list_snapshots, dataset_id), offset, PAGE_SIZE, limit)]
 
     emit(conn.run(work), conn.output)
 

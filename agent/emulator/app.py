@@ -41,8 +41,8 @@ def error_middleware(dialect: Dialect) -> Middleware:
         try:
             response = await handler(request)
         except ApiError as exc:
-            retry_after: float | None = getattr(exc, "retry_after", None)
-            headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else {}
+            wait = exc.retry_after
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))} if wait is not None else {}
             return error_response(dialect, exc.status or 500, exc.message, request_id, headers)
         except web.HTTPException as exc:
             if exc.status < 400:

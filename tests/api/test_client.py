@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aioresponses import aioresponses
 
-from agent.api.client import DatasetsClient
-from agent.api.models import Dialect, Grant, Role, SnapshotStatus
+from agent.api.client import DatasetsClient, paged
+from agent.api.models import Dialect, Grant, Page, Role, SnapshotStatus
 from agent.api.protocol import DatasetsApi
 from agent.api.settings import ClientSettings
 from agent.errors import ConflictError, NotFoundError, ProtocolError
@@ -400,3 +400,38 @@ async def test_calls_need_an_open_client(settings: Make) -> None:
     """Calling before `async with` is a programming error, said plainly."""
     with pytest.raises(RuntimeError, match="async with"):
         await DatasetsClient(settings()).get_dataset("ds-1")
+
+
+def _pages_of(items: list[int], *, total: bool = True, ignore_limit: bool = False) -> tuple[Any, list[tuple[int, int]]]:
+    asked: list[tuple[int, int]] = []
+
+    async def fetch(offset: int, limit: int) -> Page[int]:
+        asked.append((offset, limit))
+        chunk = items[offset:] if ignore_limit else items[offset : offset + limit]
+        return Page(tuple(chunk), offset, limit, len(items) if total else None)
+
+    return fetch, asked
+
+
+@pytest.mark.parametrize("total", [True, False])
+async def test_paged_walks_every_page_from_the_offset(total: bool) -> None:
+    """`paged` yields every item from the offset on, a page at a time, with or without totalCount."""
+    fetch, asked = _pages_of(list(range(7)), total=total)
+    got = [item async for item in paged(fetch, offset=1, page_size=2)]
+    assert got == [1, 2, 3, 4, 5, 6]
+    assert asked[:3] == [(1, 2), (3, 2), (5, 2)]
+
+
+async def test_paged_stops_at_the_limit_and_asks_only_for_what_is_left() -> None:
+    """With a limit, the last request asks for only the items still wanted and no more are yielded."""
+    fetch, asked = _pages_of(list(range(10)))
+    got = [item async for item in paged(fetch, page_size=4, limit=5)]
+    assert got == [0, 1, 2, 3, 4]
+    assert asked == [(0, 4), (4, 1)]
+
+
+async def test_paged_keeps_to_the_limit_when_the_server_ignores_it() -> None:
+    """A server that answers more than asked still yields at most `limit` items."""
+    fetch, _ = _pages_of(list(range(10)), ignore_limit=True)
+    got = [item async for item in paged(fetch, page_size=3, limit=4)]
+    assert got == [0, 1, 2, 3]
