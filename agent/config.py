@@ -6,7 +6,10 @@ default. Any error becomes one `ConfigError` line naming the key, the value and 
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,10 +32,22 @@ from agent.units import DURATION_EXPECTED, SIZE_EXPECTED, parse_duration, parse_
 DEFAULT_IGNORE = ("*.tmp", "*.part", "*.swp", ".~*", "~$*")
 
 
+DURATION_EXPECTED_IN_CONFIG = f"{DURATION_EXPECTED} (a bare number is seconds)"
+_BARE_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
+
+
 def _duration(value: Any) -> float:
+    """`2s`, `500ms`, `10m`; a bare number, also quoted (`2`, `"2"`, `0.5`), is seconds."""
+    if isinstance(value, str) and _BARE_NUMBER.match(value):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(DURATION_EXPECTED_IN_CONFIG)
     if isinstance(value, str | int | float):
-        return parse_duration(value)
-    raise ValueError(DURATION_EXPECTED)
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise ValueError(DURATION_EXPECTED_IN_CONFIG) from None
+    raise ValueError(DURATION_EXPECTED_IN_CONFIG)
 
 
 def _size(value: Any) -> int:
@@ -309,9 +324,46 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
                 domino[key] = env[var]
         data["domino"] = domino
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise _first_error(exc, data) from None
+    if config.dataset.mount is not None:
+        check_mount_overlap(config, config.dataset.mount)
+    return config
+
+
+def _real(path: Path) -> Path:
+    """`path` made absolute with symlinks resolved as far as it exists (the rest is kept as written)."""
+    return path.expanduser().resolve(strict=False)
+
+
+def overlap_problem(source: Path, mount: Path) -> str | None:
+    """Why `mount` cannot be the mount for `source` (same folder, one inside the other), or None if apart.
+
+    Compares real paths: symlinks resolved, paths that do not exist yet resolved as far as they exist."""
+    real_source, real_mount = _real(source), _real(mount)
+    if real_mount == real_source:
+        return f"it is source.path itself, {real_source}"
+    if real_mount.is_relative_to(real_source):
+        return f"it is inside source.path {real_source}"
+    if real_source.is_relative_to(real_mount):
+        return f"it holds source.path {real_source}"
+    return None
+
+
+def check_mount_overlap(config: Config, mount: Path) -> None:
+    """Raise ConfigError when `mount` (given as dataset.mount or derived) overlaps source.path, or when
+    state_dir lies inside it (the agent's state would be copied into the dataset and its snapshots)."""
+    problem = overlap_problem(config.source.path, mount)
+    if problem is not None:
+        raise ConfigError("dataset.mount", str(mount), f"a folder apart from source.path ({problem})")
+    real_mount, real_state = _real(mount), _real(config.state_dir)
+    if real_state.is_relative_to(real_mount):
+        raise ConfigError(
+            "state_dir",
+            str(config.state_dir),
+            f"a folder outside the dataset mount {real_mount} (the agent's state would be copied into the dataset)",
+        )
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -347,6 +399,9 @@ def _first_error(exc: ValidationError, data: Any) -> ConfigError:
     value = error.get("input", _lookup(data, loc))
     if any(isinstance(part, str) and part in _SECRET_KEYS for part in loc):
         value = "(hidden)"
+    if kind in ("tuple_type", "list_type"):
+        example = f" (e.g. {json.dumps([value], ensure_ascii=False)})" if isinstance(value, str) else ""
+        return ConfigError(key or "(top level)", value, f"a list{example}")
     if kind == "value_error" and loc == [] and "dataset" in message:
         return ConfigError("dataset", MISSING, message)
     return ConfigError(key or "(top level)", value, message)

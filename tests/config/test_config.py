@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agent.config import load_config, parse_config
+from agent.config import check_mount_overlap, load_config, overlap_problem, parse_config
 from agent.errors import ConfigError
 
 BASE: dict[str, Any] = {"source": {"path": "in"}, "dataset": {"name": "d"}}
@@ -101,3 +101,103 @@ def test_load_config_reports_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("source: [\n")
     with pytest.raises(ConfigError, match="valid YAML"):
         load_config(bad)
+
+
+def _paths(tmp_path: Path, source: Path, mount: Path, state: Path | None = None) -> dict[str, Any]:
+    doc = with_(source__path=str(source), dataset__mount=str(mount))
+    doc["state_dir"] = str(state or tmp_path / "state")
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("mount", "shown"),
+    [
+        ("src", "it is source.path itself"),
+        ("src/sub", "it is inside source.path"),
+        (".", "it holds source.path"),
+    ],
+)
+def test_a_mount_overlapping_the_source_is_a_config_error(tmp_path: Path, mount: str, shown: str) -> None:
+    """dataset.mount equal to, inside, or holding source.path is one ConfigError naming dataset.mount."""
+    (tmp_path / "src").mkdir()
+    with pytest.raises(ConfigError) as info:
+        parse_config(_paths(tmp_path, tmp_path / "src", tmp_path / mount, tmp_path / "elsewhere" / "state"), env={})
+    assert info.value.key == "dataset.mount"
+    message = str(info.value)
+    assert message.startswith("config: dataset.mount: got ")
+    assert shown in message
+    assert str((tmp_path / "src").resolve()) in message
+    assert "\n" not in message
+
+
+def test_overlap_is_found_through_symlinks_and_paths_not_yet_created(tmp_path: Path) -> None:
+    """A mount reached through a symlink to the source, or not yet created under it, still overlaps."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (tmp_path / "link").symlink_to(source)
+    assert overlap_problem(source, tmp_path / "link") == f"it is source.path itself, {source.resolve()}"
+    assert overlap_problem(tmp_path / "link", source / "not" / "yet") is not None
+    assert overlap_problem(source, tmp_path / "link" / "new" / "..") is not None
+    with pytest.raises(ConfigError, match=r"dataset\.mount"):
+        parse_config(_paths(tmp_path, tmp_path / "link", source / "new"), env={})
+
+
+def test_separate_or_sibling_folders_do_not_overlap(tmp_path: Path) -> None:
+    """A mount beside the source (even one whose name starts with the source's) passes, with state_dir in the source."""
+    assert overlap_problem(tmp_path / "src", tmp_path / "src2") is None
+    assert overlap_problem(tmp_path / "a" / "src", tmp_path / "b") is None
+    cfg = parse_config(_paths(tmp_path, tmp_path / "src", tmp_path / "mnt", tmp_path / "src" / ".state"), env={})
+    assert cfg.dataset.mount == tmp_path / "mnt"
+
+
+@pytest.mark.parametrize("state", ["mnt", "mnt/.domino-sync/state"])
+def test_state_dir_inside_the_mount_is_a_config_error(tmp_path: Path, state: str) -> None:
+    """A state_dir equal to or inside dataset.mount is one ConfigError naming state_dir."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(_paths(tmp_path, tmp_path / "src", tmp_path / "mnt", tmp_path / state), env={})
+    assert info.value.key == "state_dir"
+    assert str(info.value).startswith("config: state_dir: got ")
+    assert "outside the dataset mount" in str(info.value)
+
+
+def test_check_mount_overlap_covers_a_mount_known_only_at_run_time(tmp_path: Path) -> None:
+    """A mount derived later (embedded emulator) is checked by check_mount_overlap the same way."""
+    cfg = parse_config(_paths(tmp_path, tmp_path / "src", tmp_path / "mnt", tmp_path / "emu" / "ds" / "st"), env={})
+    check_mount_overlap(cfg, tmp_path / "elsewhere" / "ds")
+    with pytest.raises(ConfigError, match=r"^config: dataset\.mount: .*inside source\.path"):
+        check_mount_overlap(cfg, tmp_path / "src" / "mnt" / "ds")
+    with pytest.raises(ConfigError, match=r"^config: state_dir: "):
+        check_mount_overlap(cfg, tmp_path / "emu" / "ds")
+
+
+@pytest.mark.parametrize(
+    ("doc", "key", "shown"),
+    [
+        (with_(source__ignore="*.tmp"), "source.ignore", 'a list (e.g. ["*.tmp"])'),
+        (with_(dataset__grants="bob"), "dataset.grants", 'a list (e.g. ["bob"])'),
+        (with_(rules={"name": "a", "when": {"files": 1}}), "rules", "expected a list"),
+        (with_(rules=[{"name": "a", "when": {"files": 1}, "tags": "v1"}]), "rules[0].tags", '["v1"]'),
+    ],
+)
+def test_a_scalar_where_a_list_is_expected_says_a_list(doc: dict[str, Any], key: str, shown: str) -> None:
+    """A string or mapping given for a list key is one ConfigError saying a list is expected, not pydantic's words."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc, env={})
+    assert info.value.key == key
+    assert shown in str(info.value)
+    assert "valid tuple" not in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(2, 2.0), (0.5, 0.5), ("2", 2.0), (" 1.5 ", 1.5), ("250ms", 0.25)])
+def test_a_bare_number_is_seconds(value: Any, seconds: float) -> None:
+    """A duration without a unit, as a number or a quoted number, is a number of seconds."""
+    assert parse_config(with_(source__settle=value), env={}).source.settle == seconds
+
+
+@pytest.mark.parametrize("value", ["2 parsecs", "-1", -1, float("nan"), float("inf"), [2]])
+def test_a_bad_duration_says_a_bare_number_is_seconds(value: Any) -> None:
+    """Every bad duration's message lists the units and says a bare number is seconds."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(with_(source__settle=value), env={})
+    assert info.value.key == "source.settle"
+    assert str(info.value).endswith("expected a duration such as 200ms, 2s, 10m or 1h (a bare number is seconds)")
