@@ -111,6 +111,7 @@ async def running_emulator(options: EmulatorOptions) -> AsyncIterator[RunningEmu
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
+        port = options.port  # the bound port once the site starts (options.port may be 0: any free port)
         try:
             try:
                 await web.TCPSite(runner, options.host, options.port).start()
@@ -132,7 +133,7 @@ async def running_emulator(options: EmulatorOptions) -> AsyncIterator[RunningEmu
         finally:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
-            _log().info("emulator.stopped", host=options.host, port=options.port)
+            _log().info("emulator.stopped", host=options.host, port=port)
     finally:
         store.close()
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+from structlog.testing import capture_logs
 
 from agent.api.models import Dialect
 from agent.emulator import EmulatorOptions, EmulatorThread, running_emulator
@@ -97,6 +98,16 @@ async def test_port_in_use_is_a_config_error(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="port"):
             async with running_emulator(EmulatorOptions(data_dir=tmp_path, users=USERS, port=port)):
                 pass
+
+
+async def test_stop_logs_the_bound_port_not_zero(tmp_path: Path) -> None:
+    """Started on port 0, the emulator's emulator.stopped event names the port it was actually bound to."""
+    with capture_logs() as events:
+        async with running_emulator(EmulatorOptions(data_dir=tmp_path / "state", port=0)) as emu:
+            bound = emu.port
+    stopped = [e for e in events if e["event"] == "emulator.stopped"]
+    assert bound != 0
+    assert [e["port"] for e in stopped] == [bound]
 
 
 def test_url_hosts() -> None:
