@@ -25,7 +25,7 @@ from agent.api.lazy import LazyClient
 from agent.api.models import Dataset, Dialect
 from agent.api.settings import ClientSettings
 from agent.bootstrap import bootstrap, bootstrap_key, forget_known, load_known, save_known
-from agent.config import Config, MarkerWhen
+from agent.config import Config, MarkerWhen, check_mount_overlap
 from agent.errors import AgentError, ApiError, ConfigError
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualRequest, Tick
 from agent.logs import get_logger, register_secret
@@ -124,7 +124,9 @@ class Agent:
         if self.config.dataset.mount is not None:
             return self.config.dataset.mount
         if endpoint.mount_root is not None:
-            return endpoint.mount_root / dataset_name
+            mount = endpoint.mount_root / dataset_name
+            check_mount_overlap(self.config, mount)
+            return mount
         raise ConfigError("dataset.mount", None, "the dataset's read-write mount path, such as /mnt/data/<name>")
 
     @asynccontextmanager
@@ -168,6 +170,7 @@ class Agent:
                 covered=self.covered,
                 clock=self.clock,
                 on_event=self._on_queue_event,
+                fence=self.engine.fence,
                 **{"inflight_grace": min(self.config.domino.timeout, 10.0), **self.queue_options},
             )
             stack.callback(self._close_queue)

@@ -31,6 +31,7 @@ import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +51,17 @@ from agent.rules.engine import SnapshotRequest
 
 T = TypeVar("T")
 
+_WARNINGS = frozenset(
+    {
+        "queue.retry",
+        "queue.dead_letter",
+        "queue.snapshot_still_copying",
+        "queue.snapshot_unknown",
+        "queue.snapshot_failed",
+    }
+)
+
+_TAKING = frozenset({SnapshotStatus.PENDING, SnapshotStatus.COPYING})
 _GONE = frozenset(
     {
         SnapshotStatus.FAILED,
@@ -83,6 +95,9 @@ class TaskQueue:
         adopt_skew: float = 5.0,
         inflight_grace: float = 30.0,
         keep_done: int = 1000,
+        fence: Callable[[], AbstractAsyncContextManager[object]] = contextlib.nullcontext,
+        snapshot_wait: float = 600.0,
+        snapshot_poll: float = 1.0,
     ) -> None:
         self._store = QueueStore(Path(db_path))
         self._api = api
@@ -96,6 +111,9 @@ class TaskQueue:
         self._idle_interval = idle_interval  # an empty queue looks at the DB this often (submits here wake it)
         self._on_event = on_event
         self._call_timeout = call_timeout
+        self._fence = fence
+        self._snapshot_wait = snapshot_wait
+        self._snapshot_poll = snapshot_poll
         self._adopt_skew = adopt_skew
         # A create call that got no trusted answer (a killed predecessor's, a timed-out or failed one) may still be
         # running on the server (copying a big dataset): before creating again, a job looks for its snapshot
@@ -220,6 +238,13 @@ class TaskQueue:
                 await self._failed(job, err)
 
     async def _create(self, job: Job) -> None:
+        """Create the job's snapshot (or adopt the one an earlier call made) inside the fence: no copy runs in
+        the mount from before the call until the server has taken the snapshot."""
+        async with self._fence():
+            snapshot = await self._create_or_adopt(job)
+            await self._until_taken(snapshot)
+
+    async def _create_or_adopt(self, job: Job) -> Snapshot:
         if job.create_sends > 0:
             found = await self._find_sent(job)
             last = job.last_sent_at
@@ -237,7 +262,7 @@ class TaskQueue:
                 with anyio.CancelScope(shield=True):
                     await self._db(self._store.record_snapshot, job.id, found.id, done)
                 self._emit("queue.snapshot_created", job_id=job.id, snapshot_id=found.id, tags=list(done), adopted=True)
-                return
+                return found
         tag = None if job.untagged else job.first_tag
         await self._db(self._store.begin_create, job.id, self._clock())
         failpoint("queue.before_create")
@@ -248,6 +273,25 @@ class TaskQueue:
         self._emit(
             "queue.snapshot_created", job_id=job.id, snapshot_id=snap.id, tags=[tag] if tag else [], adopted=False
         )
+        return snap
+
+    async def _until_taken(self, snapshot: Snapshot) -> None:
+        """Wait while the server still copies the dataset into the snapshot (pending, copying: Domino takes
+        snapshots in the background), up to `snapshot_wait`; a failed look ends the wait (the tags go on)."""
+        deadline = self._clock() + self._snapshot_wait
+        snap = snapshot
+        while snap.status in _TAKING:
+            if self._clock() >= deadline:
+                self._emit("queue.snapshot_still_copying", snapshot_id=snap.id, waited=self._snapshot_wait)
+                return
+            await anyio.sleep(self._snapshot_poll)
+            try:
+                snap = await self._call("get_snapshot", lambda: self._api.get_snapshot(snapshot.id))
+            except ApiError as err:
+                self._emit("queue.snapshot_unknown", snapshot_id=snap.id, error=redact(str(err)))
+                return
+        if snap.status is SnapshotStatus.FAILED:
+            self._emit("queue.snapshot_failed", snapshot_id=snap.id)
 
     async def _tag(self, job: Job) -> None:
         assert job.snapshot_id is not None  # tagging jobs always carry their snapshot id
@@ -350,7 +394,7 @@ class TaskQueue:
             await self._wakeup.wait()
 
     def _emit(self, event: str, **fields: Any) -> None:
-        level = log.warning if event in ("queue.retry", "queue.dead_letter") else log.info
+        level = log.warning if event in _WARNINGS else log.info
         level(event, **fields)
         if self._on_event is not None:
             self._on_event(event, fields)

@@ -16,9 +16,10 @@ loop thread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,19 @@ class SyncEngine(Pipeline):
             "errors": c.errors,
             "last_error": c.last_error,
         }
+
+    @contextlib.asynccontextmanager
+    async def fence(self, poll: float = 0.05) -> AsyncIterator[None]:
+        """Inside, no copy runs: batches wait to start and the running ones finish first. A snapshot is taken
+        inside, so it never holds a copy's temp file (a half-written file) or a batch half renamed into place."""
+        self._fenced += 1
+        try:
+            while self._running:  # noqa: ASYNC110 - batches end in worker threads; a poll is the simple wait
+                await anyio.sleep(poll)
+            yield
+        finally:
+            self._fenced -= 1
+            self._poke()
 
     async def aclose(self) -> None:
         await anyio.to_thread.run_sync(self.close)

@@ -130,6 +130,7 @@ class Pipeline:
         self._logged_skips: set[str] = set()
         self._running = 0
         self._running_big = 0
+        self._fenced = 0  # snapshots being taken: no copy may start (its temp file would be in the snapshot)
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake: anyio.Event | None = None
         self._stop: anyio.Event | None = None
@@ -386,7 +387,7 @@ class Pipeline:
     def _start_batches(self) -> None:
         ledger = self._ledger
         workers = self.source.copy_workers
-        while self._tg is not None and ledger.ready and self._running < workers:
+        while self._tg is not None and ledger.ready and self._running < workers and not self._fenced:
             big_ok = self._running_big < max(1, workers // 2)  # the other half keeps small files moving
             batch = ledger.take_batch(workers, self._batch_files, self._batch_bytes, big_ok=big_ok)
             if not batch:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import anyio
 from e2e_support import DATASET, api_client, running_agent, tree, wait_for_async, write
 
 from agent.api.models import Snapshot
+from agent.sync import copier, transfer
 
 
 async def snapshots_of(emu: Any) -> list[Snapshot]:
@@ -47,6 +50,37 @@ async def test_marker_drop_becomes_one_tagged_snapshot(emulator: Any, make_cfg: 
     frozen = tree(emulator.mount_root / f"{DATASET}@latest")
     assert frozen == tree(src)
     assert len(frozen) == 21
+
+
+async def test_a_snapshot_never_holds_a_copy_in_progress(emulator: Any, make_cfg: Any, monkeypatch: Any) -> None:
+    """A marker that fires while an unrelated big file is still being copied gives a snapshot without the copy's
+    temp file: the snapshot waits until the copy is renamed into place, and later copies wait for it."""
+    slow = threading.Event()
+
+    def slow_stream(fi: int, fo: int, halt: Any = None, size: int | None = None) -> int:
+        if size is not None and size > 1 << 20:
+            slow.set()
+            time.sleep(1.5)
+        return transfer.stream(fi, fo, halt, size)
+
+    monkeypatch.setattr(copier, "stream", slow_stream)
+    cfg = make_cfg(emulator, rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["drop-{seq}"]}])
+    async with running_agent(cfg):
+        src = cfg.source.path
+        write(src, "unrelated.bin", b"u" * (2 << 20))
+        await wait_for_async(lambda: _is_set(slow), 20, "the big copy to start")
+        write(src, "batch/part.csv", "a,b\n")
+        write(src, "batch/_SUCCESS", "")
+        await wait_for_async(lambda: _has_tags(emulator, {"drop-1"}), 30, "tagged snapshot")
+    frozen = emulator.mount_root / f"{DATASET}@drop-1"
+    names = [p.name for p in frozen.rglob("*")]
+    assert not [name for name in names if "domino-sync" in name], names
+    assert (frozen / "batch" / "part.csv").exists()
+    assert (frozen / "unrelated.bin").stat().st_size == 2 << 20
+
+
+async def _is_set(event: threading.Event) -> bool:
+    return event.is_set()
 
 
 async def _has_tags(emu: Any, wanted: set[str]) -> bool:

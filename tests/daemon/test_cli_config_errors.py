@@ -79,6 +79,7 @@ def test_a_real_process_shows_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "domino-sync: error: config: source.settle: got 'soon', expected a duration such as 200ms, 2s, 10m or 1h"
+        " (a bare number is seconds)"
     ]
 
 

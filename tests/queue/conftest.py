@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from agent.api.models import Dataset, Dialect, Grant, Page, Role, Snapshot
+from agent.api.models import Dataset, Dialect, Grant, Page, Role, Snapshot, SnapshotStatus
 from agent.errors import ConflictError, NetworkError, NotFoundError
 from agent.queue import TaskQueue
 
@@ -43,6 +44,8 @@ class FakeApi:
         self.strict_tags = False
         self.block_create: anyio.Event | None = None
         self.create_entered = anyio.Event()
+        self.copying_looks = 0
+        self._copying: dict[str, int] = {}
         self._next = 1
 
     def _enter(self, method: str, arg: Any = None) -> None:
@@ -101,6 +104,9 @@ class FakeApi:
         if tag is not None and self.strict_tags and tag in self.tags:
             raise ConflictError("POST", "/snapshots", 409, f"tag {tag} exists")
         snap = self.add_existing(self.clock(), (tag,) if tag else ())
+        if self.copying_looks:
+            self._copying[snap.id] = self.copying_looks
+            snap = dataclasses.replace(snap, status=SnapshotStatus.COPYING)
         self.create_entered.set()
         if self.block_create is not None:
             await self.block_create.wait()
@@ -113,6 +119,10 @@ class FakeApi:
         self._enter("get_snapshot", snapshot_id)
         if snapshot_id not in self.snapshots:
             raise NotFoundError("GET", "/snapshots", 404, "no such snapshot")
+        left = self._copying.get(snapshot_id, 0)
+        if left:
+            self._copying[snapshot_id] = left - 1
+            return dataclasses.replace(self.snapshot(snapshot_id), status=SnapshotStatus.COPYING)
         return self.snapshot(snapshot_id)
 
     async def add_tag(self, dataset_id: str, snapshot_id: str, tag: str) -> None:

@@ -3,8 +3,10 @@ letters and crash recovery."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -408,3 +410,46 @@ async def test_events_report_each_step(make_queue: Any, api: Any, events: Any) -
     assert events.names() == ["queue.submitted", "queue.joined", "queue.snapshot_created", "queue.tagged", "queue.done"]
     snap = only_snapshot(api)
     assert events.of("queue.tagged") == [{"job_id": 1, "snapshot_id": snap, "tag": "b"}]
+
+
+async def test_the_fence_is_held_until_the_server_has_taken_the_snapshot(make_queue: Any, api: Any) -> None:
+    """The create call runs inside the fence, which stays held while the server reports the snapshot copying;
+    the tags are added after it is released."""
+    api.copying_looks = 3
+    held: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def fence() -> AsyncIterator[None]:
+        held.append("enter")
+        yield
+        held.append(f"exit after {api.calls['get_snapshot']} looks, {api.calls['add_tag']} tags")
+
+    q = make_queue(fence=fence, snapshot_poll=0.01)
+    q.submit(req("drop", "latest"))
+    assert await q.drain(5)
+    assert held == ["enter", "exit after 4 looks, 0 tags"]
+    assert api.calls["create_snapshot"] == 1
+    assert api.tags_of(only_snapshot(api)) == {"drop", "latest"}
+
+
+async def test_a_snapshot_copying_for_too_long_releases_the_fence_with_a_warning(
+    make_queue: Any, api: Any, events: Any
+) -> None:
+    """Past `snapshot_wait` the queue stops waiting for the server's copy, says so, and goes on tagging."""
+    api.copying_looks = 10_000
+    q = make_queue(snapshot_poll=0.01, snapshot_wait=0.1)
+    q.submit(req("drop"))
+    assert await q.drain(5)
+    assert events.of("queue.snapshot_still_copying")
+    assert api.tags_of(only_snapshot(api)) == {"drop"}
+
+
+async def test_a_failed_look_at_a_copying_snapshot_ends_the_wait(make_queue: Any, api: Any, events: Any) -> None:
+    """An error while looking at the snapshot's progress is reported and does not fail the job."""
+    api.copying_looks = 5
+    api.fail["get_snapshot"] = [ServerError("GET", "/snapshots", 500, "boom")]
+    q = make_queue(snapshot_poll=0.01)
+    q.submit(req("drop"))
+    assert await q.drain(5)
+    assert events.of("queue.snapshot_unknown")
+    assert api.tags_of(only_snapshot(api)) == {"drop"}

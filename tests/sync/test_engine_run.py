@@ -243,3 +243,41 @@ async def test_source_folder_missing_is_reported_not_wiped(src: Path, mnt: Path,
         write(src / "g", "y")
         await wait_for(lambda: (mnt / "g").exists() and engine.status()["source_problem"] is None, 15)
     assert (mnt / "f").exists()
+
+
+async def test_the_fence_waits_for_running_copies_and_holds_new_ones(
+    src: Path, mnt: Path, make_engine: EngineFactory
+) -> None:
+    """Inside `fence()` no copy runs: it is entered only once the running copy has renamed its file into place
+    (no temp file is left in the mount), files that settle meanwhile wait, and they are copied after it."""
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hold_big(rel: str) -> None:
+        if rel == "big":
+            entered.set()
+            release.wait(10)
+
+    engine = make_engine(settle=0.05, copy_hook=hold_big)
+    async with running(engine):
+        write(src / "big", "b" * 100_000)
+        await wait_for(entered.is_set, 10)
+        assert temps(mnt)  # the copy's temp file sits in the mount
+        inside = anyio.Event()
+
+        async def take_snapshot() -> None:
+            async with engine.fence():
+                inside.set()
+                assert temps(mnt) == []
+                assert (mnt / "big").read_text() == "b" * 100_000
+                write(src / "later", "l")
+                await anyio.sleep(0.5)  # long past its settle time
+                assert not (mnt / "later").exists()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take_snapshot)
+            await anyio.sleep(0.3)
+            assert not inside.is_set()  # the big copy is still running
+            release.set()
+        assert inside.is_set()
+        await wait_for(lambda: (mnt / "later").exists() and engine.idle(), 10)
