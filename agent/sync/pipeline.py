@@ -359,8 +359,8 @@ class Pipeline:
         root = self._root + "/"
         rels: list[str] = []
         for path in self._dirty:
-            if path == self._root:
-                self._scan_requested = True
+            if path == self._root:  # the watcher lost events (or the root itself changed): scan now
+                self.request_scan()
             elif path.startswith(root):
                 rel = path[len(root) :]
                 if not self._walker.excluded(rel):
