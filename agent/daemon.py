@@ -451,16 +451,31 @@ class Agent:
                 return
 
     async def shutdown(self, tg: anyio.abc.TaskGroup) -> None:
-        """Stop taking work, let copies and API calls in flight finish (up to shutdown_timeout), persist."""
+        """Drain, then stop (the whole drain bounded by shutdown_timeout): a last full scan; what is settled or
+        settles meanwhile is copied (copies in flight finish); the rules see it (a marker that landed fires);
+        the snapshots due are sent. What is left stays in the state DB and the queue for the next start."""
         self._stopping = True
-        self._engine_scope.cancel()  # copies running in threads finish before the cancellation lands
+        assert self.engine is not None and self.queue is not None
+        deadline = self.clock() + self.config.shutdown_timeout
+        synced = sent = False
         with anyio.move_on_after(self.config.shutdown_timeout):
-            while self._queue_status().get("in_flight", 0):  # noqa: ASYNC110 - the queue exposes no event
-                await anyio.sleep(0.05)
+            synced = await self.engine.finish()
+            self.on_fact(Tick(self.clock()))
+            self._flush_rules_state()
+            sent = await self.queue.drain()
+        left = max(0.0, deadline - self.clock())
+        self._engine_scope.cancel()  # copies still running (past the timeout) stop; their temp files go
         self._flush_rules_state()
         self._alive = False
         tg.cancel_scope.cancel()
-        log.info("agent.stopped")
+        status = self.engine.status()
+        queue = self._queue_status()
+        log.info(
+            "agent.stopped",
+            drained=left > 0 and synced and sent,
+            pending_files=status.get("pending", 0),
+            queued_snapshots=queue.get("depth", 0),
+        )
 
     async def once(self, *, drain_timeout: float | None = None) -> tuple[int, dict[str, Any]]:
         """Burst mode: sync everything pending, apply the rules, drain the queue. Returns (exit code, summary)."""

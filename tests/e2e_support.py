@@ -89,7 +89,15 @@ def write(root: Path, rel: str, data: bytes | str) -> Path:
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    """Relative path -> content of every regular file under root."""
+    """Relative path -> content of every regular file under root (a file that goes away while it is read, such
+    as a copy's temp file renamed meanwhile, is left out)."""
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    found: dict[str, bytes] = {}
+    for path in sorted(root.rglob("*")):
+        try:
+            if path.is_file():
+                found[str(path.relative_to(root))] = path.read_bytes()
+        except FileNotFoundError:
+            continue
+    return found

@@ -272,6 +272,25 @@ class SyncEngine(Pipeline):
             tg.start_soon(self._scan_loop)
             await self._drive()
 
+    async def finish(self, poll: float = 0.05) -> bool:
+        """Daemon mode, before a stop: one more full scan, then wait until everything found is in the mount (and
+        what left it deleted). True when nothing is left; False at once when the mount or the source is
+        unavailable, or when all that is left are files whose copy keeps failing (they wait for the next start).
+        Files still being written settle as usual first: the caller bounds the wait."""
+        asked = self._clock()
+        self.request_scan()
+        while True:
+            if self._mount_problem is not None or self._source_problem is not None:
+                return False
+            if self._last_scan_at is not None and self._last_scan_at >= asked and not self._running:
+                ledger = self._ledger
+                left = set(ledger.pending()) | set(ledger.ready) | ledger.inflight | (set(ledger.absent) - ledger.held)
+                if not left:
+                    return True
+                if left <= set(ledger.failures):
+                    return False
+            await anyio.sleep(poll)
+
     async def _stopper(self) -> None:
         try:
             await anyio.sleep_forever()

@@ -42,6 +42,42 @@ async def test_every_action_completes_through_faults_and_within_the_rate(emulato
     assert tree(emu.mount_root / DATASET) == tree(cfg.source.path)
 
 
+def test_sigterm_syncs_and_snapshots_the_last_drop(tmp_path: Path) -> None:
+    """A drop and its marker written just before SIGTERM (not yet settled) are still copied and snapshotted
+    before the agent exits 0, as a sidecar stopped right after its producer needs."""
+    with EmulatorThread(EmulatorOptions(data_dir=tmp_path / "emu", users={"alice": "key-alice"})) as emu:
+        cfg = make_config(emu, tmp_path, shutdown_timeout="20s")
+        doc = cfg.model_dump(mode="json")
+        doc["source"]["settle"] = "1s"
+        doc["rules"] = [{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["last"]}]
+        path = tmp_path / "agent.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            write(cfg.source.path, "warmup.txt", "w")
+            deadline = time.monotonic() + 30
+            while not (emu.mount_root / DATASET / "warmup.txt").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for i in range(10):
+                write(cfg.source.path, f"drop/part-{i}.csv", "row\n" * 100)
+            write(cfg.source.path, "drop/_SUCCESS", "")
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=40)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err[-2000:]
+        assert '"drained": true' in err, err[-2000:]
+        frozen = emu.mount_root / f"{DATASET}@last"
+        assert tree(frozen) == tree(cfg.source.path)
+        assert len(tree(frozen)) == 12
+
+
 def test_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
     """SIGTERM to `domino-sync run` finishes work in flight and exits 0; the files are in the mount."""
     with EmulatorThread(EmulatorOptions(data_dir=tmp_path / "emu", users={"alice": "key-alice"})) as emu:
