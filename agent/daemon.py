@@ -93,6 +93,8 @@ class Agent:
         self._daemon = False
         self._markers_seen: dict[str, float] = {}
         self.last_error: str | None = None
+        self._api_problem: str | None = None
+        self._sync_errors_seen = 0
         self._markers = frozenset(r.when.marker for r in self.rules if isinstance(r.when, MarkerWhen))
 
     # ---------------------------------------------------------------- assembly
@@ -326,14 +328,33 @@ class Agent:
     def _on_queue_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "queue.snapshot_created":
             self.metrics.snapshots.inc()
+            self.metrics.tags.inc(len(fields.get("tags", ())))  # the tag given with the create call
+            self._api_answered()
         elif event == "queue.tagged":
             self.metrics.tags.inc()
+            self._api_answered()
         elif event == "queue.dead_letter":
             forget_known(self._known_path)  # the dataset may be gone: the next burst run asks the API again
             self.metrics.errors.labels("dead_letter").inc()
             self.last_error = f"dead letter: {fields.get('error', '')}"
         elif event == "queue.retry":
             self.metrics.errors.labels("api_retry").inc()
+            self.last_error = self._api_problem = f"API: {fields.get('error', '')}"
+
+    def _api_answered(self) -> None:
+        """A call went through: an API problem is over; so is the last error, once no dead letter is left."""
+        self._api_problem = None
+        if self.last_error is not None and not self._queue_status().get("dead_letters"):
+            self.last_error = None
+
+    def _count_sync_errors(self) -> None:
+        """Copy and delete errors (the engine counts them) reach the errors metric, as kind `sync`."""
+        if self.engine is None:
+            return
+        errors = int(self.engine.status().get("errors", 0))
+        if errors > self._sync_errors_seen:
+            self.metrics.errors.labels("sync").inc(errors - self._sync_errors_seen)
+            self._sync_errors_seen = errors
 
     def _note_error(self, kind: str, exc: BaseException) -> None:
         self.metrics.errors.labels(kind).inc()
@@ -354,6 +375,8 @@ class Agent:
         if not self.engine.ready:
             problem = self.engine.status().get("mount_problem")
             return False, f"mount: {problem}" if problem else "first scan not finished"
+        if self._api_problem is not None:
+            return False, self._api_problem
         return True, "ok"
 
     def _queue_status(self) -> dict[str, Any]:
@@ -439,6 +462,7 @@ class Agent:
             now = self.clock()
             self.on_fact(Tick(now))
             self._flush_rules_state()
+            self._count_sync_errors()
             wake = next_wakeup(self.rules, self.rules_state)
             delay = 1.0 if wake is None else min(1.0, max(0.02, wake - now))
             await anyio.sleep(delay)
@@ -492,6 +516,7 @@ class Agent:
             self.on_fact(Tick(self.clock()))
             self._flush_rules_state()
             drained = await self.queue.drain(timeout=drain_timeout)
+            self._count_sync_errors()
             summary = {
                 "copied": report.copied,
                 "bytes": report.bytes,

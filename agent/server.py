@@ -5,7 +5,8 @@ GET  /readyz               200 once the first full scan finished and the mount a
 GET  /metrics              Prometheus text exposition
 GET  /status               JSON: last scan, pending files, queue, dead letters, last snapshot, last error
 POST /snapshot             {"tags": [...]} (optional): ask for a snapshot now; 202 with the job id
-POST /dead-letters/retry   {"id": N} (optional): requeue one or every dead letter; 200 with the count
+POST /dead-letters/retry   {"id": N} (optional): requeue one or every dead letter; 200 with the count (404 for an
+                           id that is no dead letter)
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ def build_app(agent: AgentView) -> web.Application:
         job_id = body.get("id")
         if job_id is not None and (not isinstance(job_id, int) or isinstance(job_id, bool)):
             return _error(400, "id must be an integer")
-        return web.json_response({"requeued": agent.retry_dead(job_id)})
+        count = agent.retry_dead(job_id)
+        if job_id is not None and count == 0:
+            return _error(404, f"no dead letter with id {job_id} (`domino-sync status` lists them)")
+        return web.json_response({"requeued": count})
 
     app = web.Application(middlewares=[_errors_middleware])
     app.add_routes(routes)

@@ -42,6 +42,14 @@ def _bold(text: str) -> str:
     return click.style(text, bold=True)
 
 
+def _deleted(sync: dict[str, Any]) -> str:
+    refused = sync.get("delete_refused", 0)
+    done = str(sync.get("deletes", 0))
+    if not refused:
+        return done
+    return f"{done}; {refused} refused (more than source.max_delete at once: raise it, or delete by hand)"
+
+
 def overview_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     """The overview as (what, value) pairs, in the order they are shown."""
     sync = data.get("sync") or {}
@@ -55,7 +63,7 @@ def overview_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         ("last scan", _when(sync.get("last_scan_at"))),
         ("pending files", str(sync.get("pending", 0))),
         ("copied", f"{sync.get('copies', 0)} files, {sync.get('bytes', 0)} bytes"),
-        ("deleted", str(sync.get("deletes", 0))),
+        ("deleted", _deleted(sync)),
         ("queue depth", str(queue.get("depth", 0))),
         ("last snapshot", _snapshot(queue.get("last_snapshot"))),
         ("last error", str(data.get("last_error") or sync.get("last_error") or "-")),

@@ -95,7 +95,7 @@ class SyncEngine(Pipeline):
             "deletes": c.deletes,
             "delete_refused": len(self._ledger.held),
             "errors": c.errors,
-            "last_error": c.last_error,
+            "last_error": c.last_error if self._ledger.failures else None,  # while a file still fails
         }
 
     @contextlib.asynccontextmanager

@@ -189,3 +189,35 @@ async def test_five_thousand_files_and_a_marker_make_one_complete_snapshot(emula
     by_route = emulator.stats()["by_route"]
     assert by_route["POST /api/datasetrw/v1/datasets/{datasetId}/snapshots"] == 1
     assert by_route["POST /api/datasetrw/v1/datasets/{datasetId}/tags"] == 2  # the first tag rides on the create
+
+
+async def test_readiness_and_last_error_follow_the_api_while_the_queue_retries(emulator: Any, make_cfg: Any) -> None:
+    """A queue retry (the API failing) makes the agent not ready with the API's error as the reason and the last
+    error; the next call that goes through makes it ready again and clears the error."""
+    cfg = make_cfg(emulator)
+    async with running_agent(cfg) as agent:
+        assert agent.readiness() == (True, "ok")
+        agent._on_queue_event("queue.retry", {"job_id": 1, "error": "POST /snapshots: HTTP 503: busy"})
+        ready, reason = agent.readiness()
+        assert not ready
+        assert reason == "API: POST /snapshots: HTTP 503: busy"
+        assert agent.status()["last_error"] == reason
+        agent._on_queue_event("queue.tagged", {"job_id": 1, "tag": "t"})
+        assert agent.readiness() == (True, "ok")
+        assert agent.status()["last_error"] is None
+
+
+async def test_copy_errors_reach_the_errors_metric(emulator: Any, make_cfg: Any) -> None:
+    """A copy the mount refuses (a folder stands where the file goes) counts in the errors metric, kind sync."""
+    cfg = make_cfg(emulator)
+    mount = emulator.mount_root / DATASET
+    (mount / "blocked").mkdir(parents=True)
+    (mount / "blocked" / "x").write_text("not ours")
+    async with running_agent(cfg) as agent:
+        write(cfg.source.path, "blocked", "a file")
+
+        async def counted() -> bool:
+            return 'domino_sync_errors_total{kind="sync"}' in agent.metrics_text().decode()
+
+        await wait_for_async(counted, 20, "the sync error in the metrics")
+        assert agent.status()["sync"]["last_error"] is not None

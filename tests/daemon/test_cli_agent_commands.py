@@ -86,7 +86,14 @@ async def test_snapshot_command_and_dead_letter_retry(emulator: Any, tmp_path: P
             assert "dead letters" in shown.stdout.decode()
             assert "403" in shown.stdout.decode()
             await bob.add_grant(agent.dataset.id, "alice", Role.ADMIN)
+        assert agent.status()["last_error"].startswith("dead letter")
+        unknown = await _cli("retry", "--config", str(path), "--id", "4242")
+        assert unknown.returncode == 1
+        assert "no dead letter with id 4242" in unknown.stderr.decode()
         retried = await _cli("retry", "--config", str(path))
         assert json.loads(retried.stdout) == {"requeued": 1}
         await wait_for(lambda: (emulator.mount_root / f"{DATASET}@refused").exists(), 30, "tag after retry")
         assert agent.status()["queue"]["dead_letters"] == []
+        await wait_for(lambda: agent.status()["last_error"] is None, 10, "the healed error to clear")
+        metrics = agent.metrics_text().decode()
+        assert "domino_sync_tags_total 2.0" in metrics  # by-cli and refused: each the create call's own tag

@@ -40,7 +40,7 @@ class FakeAgent:
 
     def retry_dead(self, job_id: int | None) -> int:
         self.retried.append(job_id)
-        return 3 if job_id is None else 1
+        return 3 if job_id is None else int(job_id != 404)
 
 
 async def test_health_ready_status_and_metrics() -> None:
@@ -95,7 +95,10 @@ async def test_dead_letter_retry_endpoint() -> None:
             assert (await resp.json()) == {"requeued": 1}
         async with http.post("/dead-letters/retry", json={"id": "x"}) as resp:
             assert resp.status == 400
-    assert agent.retried == [None, 7]
+        async with http.post("/dead-letters/retry", json={"id": 404}) as resp:
+            assert resp.status == 404
+            assert "no dead letter with id 404" in (await resp.json())["error"]
+    assert agent.retried == [None, 7, 404]
 
 
 async def test_listening_on_a_busy_port_is_a_clear_error() -> None:
