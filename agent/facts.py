@@ -18,20 +18,25 @@ class FileChanged:
 
 @dataclass(frozen=True, slots=True)
 class FileSynced:
-    """`path` is now in the mount with `size` bytes. `first_line` is set for marker files."""
+    """`path` is now in the mount with `size` bytes. `first_line` is set for marker files. `moved_from` is set when
+    the file was renamed inside the mount from that path (no bytes were copied; a `FileDeleted` with `moved_to`
+    goes with it)."""
 
     path: str
     size: int
     at: float
     first_line: str | None = None
+    moved_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FileDeleted:
-    """`path` was removed from the mount because it left the source."""
+    """`path` was removed from the mount because it left the source. `moved_to` is set when it was not removed but
+    renamed inside the mount to that path (the source file was renamed)."""
 
     path: str
     at: float
+    moved_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,14 +231,14 @@ class Ledger:
             self._forget_row(old)
             self._unabsent(old)
             self._settle_again_or_forget(old)
-            self.on_fact(FileDeleted(old, now))
+            self.on_fact(FileDeleted(old, now, moved_to=rel))
         self.rows[rel] = row
         if self._folders is not None:
             self._folders.add(rel)
         self.failures.pop(rel, None)
         self.counters.copies += 1
         self.counters.bytes += result.bytes
-        self.on_fact(FileSynced(rel, stat.size, now, result.first_line))
+        self.on_fact(FileSynced(rel, stat.size, now, result.first_line, moved_from=result.moved_from))
         watch = self.settler.get(rel)
         if watch is None or (watch.sig is not None and not differs(row, watch.sig)):
             self.settler.forget(rel)

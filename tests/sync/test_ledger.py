@@ -68,7 +68,23 @@ def test_renamed_file_becomes_a_move() -> None:
     assert book.deletable(300.0) == []
     book.apply([job], [CopyResult("new", Outcome.MOVED, stat=f, moved_from="old")], 201.0)
     assert set(book.rows) == {"new"} and not book.absent
-    assert FileDeleted("old", 201.0) in facts and FileSynced("new", 5, 201.0, None) in facts
+    assert FileDeleted("old", 201.0, moved_to="new") in facts
+    assert FileSynced("new", 5, 201.0, None, moved_from="old") in facts
+
+
+def test_plain_copy_and_delete_facts_carry_no_move() -> None:
+    """A file copied in and a file deleted for good emit facts whose move fields stay None."""
+    f, g = fs(5, 100.0, ino=9), fs(7, 100.0, ino=10)
+    book, facts = ledger({"gone": row(f)})
+    book.observe("gone", None, 200.0)
+    book.observe("new", g, 200.0)
+    [job] = book.take_batch(4, 256, 1 << 20)
+    assert job.move_from is None
+    book.apply([job], [CopyResult("new", Outcome.COPIED, stat=g, bytes=7)], 201.0)
+    book.start_deletes(["gone"])
+    book.apply_deletes([("gone", None)], 202.0)
+    assert FileSynced("new", 7, 201.0, None) in facts and FileDeleted("gone", 202.0) in facts
+    assert all(getattr(fact, "moved_from", None) is None and getattr(fact, "moved_to", None) is None for fact in facts)
 
 
 def test_deletes_wait_for_a_quiet_storm() -> None:
