@@ -31,7 +31,7 @@ from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualReques
 from agent.logs import get_logger, register_secret
 from agent.metrics import Metrics
 from agent.queue import TaskQueue
-from agent.recovery import Durable, unhandled_markers
+from agent.recovery import KEEP_SECONDS, Durable, unhandled_markers
 from agent.rules.engine import RulesState, SnapshotRequest, initial_state, next_wakeup, step
 from agent.statelock import state_lock
 from agent.sync.engine import SyncEngine, SyncReport
@@ -95,6 +95,7 @@ class Agent:
         self.last_error: str | None = None
         self._api_problem: str | None = None
         self._sync_errors_seen = 0
+        self._forgot_at = 0.0
         self._markers = frozenset(r.when.marker for r in self.rules if isinstance(r.when, MarkerWhen))
 
     # ---------------------------------------------------------------- assembly
@@ -347,6 +348,18 @@ class Agent:
         if self.last_error is not None and not self._queue_status().get("dead_letters"):
             self.last_error = None
 
+    def _forget_old(self, now: float) -> None:
+        """Once a minute: forget markers handled over an hour ago, and first-seen times of paths no longer
+        pending (a temp file that vanished unsynced): a daemon that runs for months keeps flat memory."""
+        if now - self._forgot_at < 60.0:
+            return
+        self._forgot_at = now
+        cutoff = now - KEEP_SECONDS
+        self._markers_seen = {path: at for path, at in self._markers_seen.items() if at >= cutoff}
+        if self.engine is not None and self._first_seen:
+            pending = self.engine.pending()
+            self._first_seen = {path: at for path, at in self._first_seen.items() if path in pending}
+
     def _count_sync_errors(self) -> None:
         """Copy and delete errors (the engine counts them) reach the errors metric, as kind `sync`."""
         if self.engine is None:
@@ -463,6 +476,7 @@ class Agent:
             self.on_fact(Tick(now))
             self._flush_rules_state()
             self._count_sync_errors()
+            self._forget_old(now)
             wake = next_wakeup(self.rules, self.rules_state)
             delay = 1.0 if wake is None else min(1.0, max(0.02, wake - now))
             await anyio.sleep(delay)

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import anyio
-from e2e_support import DATASET, api_client, running_agent, tree, wait_for_async, write
+from e2e_support import DATASET, api_client, running_agent, tree, wait_for, wait_for_async, write
 
 from agent.api.models import Snapshot
 from agent.sync import copier, transfer
@@ -221,3 +221,22 @@ async def test_copy_errors_reach_the_errors_metric(emulator: Any, make_cfg: Any)
 
         await wait_for_async(counted, 20, "the sync error in the metrics")
         assert agent.status()["sync"]["last_error"] is not None
+
+
+async def test_first_seen_times_of_files_that_vanished_unsynced_are_forgotten(emulator: Any, make_cfg: Any) -> None:
+    """A file seen but deleted before it settled (a producer's scratch file) leaves nothing behind in memory once
+    the minute's housekeeping ran; markers handled over an hour ago are forgotten too."""
+    cfg = make_cfg(emulator, source__settle="30s")
+    async with running_agent(cfg) as agent:
+        engine = agent.engine
+        assert engine is not None
+        scratch = cfg.source.path / "scratch.tmpdata"
+        write(cfg.source.path, "scratch.tmpdata", "x")
+        await wait_for(lambda: "scratch.tmpdata" in engine.pending(), 10, "seen")
+        assert "scratch.tmpdata" in agent._first_seen
+        scratch.unlink()
+        await wait_for(lambda: "scratch.tmpdata" not in engine.pending(), 10, "gone")
+        agent._markers_seen["old/_SUCCESS"] = agent.clock() - 7200
+        agent._forget_old(agent.clock() + 120)
+        assert "scratch.tmpdata" not in agent._first_seen
+        assert "old/_SUCCESS" not in agent._markers_seen
