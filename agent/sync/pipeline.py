@@ -128,6 +128,7 @@ class Pipeline:
         self._last_scan_files: int | None = None
         self._dirty: set[str] = set()
         self._logged_skips: set[str] = set()
+        self._logged_unreadable: set[str] = set()
         self._running = 0
         self._running_big = 0
         self._fenced = 0  # snapshots being taken: no copy may start (its temp file would be in the snapshot)
@@ -323,6 +324,7 @@ class Pipeline:
         """Feed a full scan: absences first (so moves pair up), then changed files."""
         ledger = self._ledger
         self._log_skips(scan.skipped)
+        self._note_unreadable(scan, full=True)
         since = at - self.source.settle if burst else None
         ledger.held.clear()
         for rel in self._walker.missing(scan, ledger.rows):
@@ -346,6 +348,7 @@ class Pipeline:
         at = self._clock()
         states, sub = await self._stat(due)
         self._log_skips(sub.skipped)
+        self._note_unreadable(sub)
         for rel, fs in states.items():
             if fs is None:
                 self._ledger.observe(rel, None, at)
@@ -371,6 +374,7 @@ class Pipeline:
         at = self._clock()
         states, sub = await self._stat(rels)
         self._log_skips(sub.skipped)
+        self._note_unreadable(sub)
         ledger = self._ledger
         folders = set(sub.folders)
         for rel, fs in states.items():
@@ -532,6 +536,28 @@ class Pipeline:
             except StateError as exc:
                 return [(rel, str(exc)) for rel, _ in results]
         return out
+
+    def _note_unreadable(self, scan: ScanResult, *, full: bool = False) -> None:
+        """Folders the walk could not list: a warning once per folder (again if it recovers and fails anew), and
+        in burst mode a failure each (nothing under them is synced or deleted, so the pass is not complete). A
+        `full` scan also notes the folders that became readable again."""
+        unreadable = scan.unreadable
+        if full and self._logged_unreadable:
+            for folder in sorted(self._logged_unreadable - set(unreadable)):
+                self._logged_unreadable.discard(folder)
+                log.info("sync.folder_readable", folder=folder or ".")
+        for folder in unreadable:
+            why = scan.why_unreadable.get(folder, "cannot be listed")
+            if self._burst:
+                self._final[folder] = f"source: {why}"
+            if folder not in self._logged_unreadable:
+                self._logged_unreadable.add(folder)
+                log.warning(
+                    "sync.folder_unreadable",
+                    folder=folder or ".",
+                    error=why,
+                    hint="nothing under it is synced or deleted from the mount until it can be read",
+                )
 
     def _log_skips(self, skipped: list[tuple[str, str]]) -> None:
         for rel, why in skipped:

@@ -101,6 +101,7 @@ class ScanResult:
     seen_all: bool = False
     skipped: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    why_unreadable: dict[str, str] = field(default_factory=dict)  # folder in `unreadable` -> the OS's reason
     folders: list[str] = field(default_factory=list)
     files: int = 0
     bytes: int = 0
@@ -176,6 +177,7 @@ class Walker:
             except OSError as exc:
                 if exc.errno not in (2, 20):  # ENOENT, ENOTDIR: the folder went away, nothing to report
                     out.unreadable.append(prefix[:-1])
+                    out.why_unreadable[prefix[:-1]] = (exc.strerror or exc.__class__.__name__).lower()
                 continue
             with entries:
                 for entry in entries:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -308,3 +311,86 @@ async def test_probe_failure_blocks_everything(
     report = await make_engine().sync_once()
     assert report.mount_problem is not None and "EACCES" in report.mount_problem
     assert list(mnt.iterdir()) == []
+
+
+ONCE_AS_UNPRIVILEGED_ROOT = """
+import asyncio, json, sys
+from pathlib import Path
+from agent.config import SourceConfig
+from agent.sync.engine import SyncEngine
+
+async def main() -> None:
+    engine = SyncEngine(SourceConfig(path=sys.argv[1], settle=0, max_delete=1.0), Path(sys.argv[2]), Path(sys.argv[3]))
+    try:
+        report = await engine.sync_once()
+    finally:
+        engine.close()
+    print("REPORT " + json.dumps({"failed": report.failed, "deleted": report.deleted, "ok": report.ok}))
+
+asyncio.run(main())
+"""
+
+
+async def test_unreadable_folder_fails_the_pass_and_keeps_its_copies(
+    src: Path, mnt: Path, state: Path, make_engine: EngineFactory
+) -> None:
+    """A folder the kernel refuses to list (mode 000, run without root's DAC override) fails `once` and is logged,
+    and nothing under it is deleted from the mount."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop the DAC override capabilities")
+    write(src / "locked" / "data.csv", "secret")
+    write(src / "ok.csv", "ok")
+    assert (await make_engine(max_delete=1.0).sync_once()).ok
+    write(src / "new.csv", "new")
+    (src / "locked").chmod(0)
+    try:
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                [
+                    "setpriv",
+                    "--bounding-set=-dac_override,-dac_read_search",
+                    "--inh-caps=-dac_override,-dac_read_search",
+                    sys.executable,
+                    "-c",
+                    ONCE_AS_UNPRIVILEGED_ROOT,
+                    str(src),
+                    str(mnt),
+                    str(state),
+                ],
+                check=False,
+            )
+    finally:
+        (src / "locked").chmod(0o755)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    [line] = [line for line in out.splitlines() if line.startswith("REPORT ")]
+    report = json.loads(line.removeprefix("REPORT "))
+    assert report == {"failed": [["locked", "source: permission denied"]], "deleted": 0, "ok": False}
+    assert out.count("sync.folder_unreadable") == 1 and "locked" in out
+    assert (mnt / "locked" / "data.csv").read_text() == "secret" and (mnt / "new.csv").read_text() == "new"
+
+
+async def test_unreadable_folder_is_reported_once_per_pass(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With listing refused for one folder (os.scandir raises EACCES for it, as the kernel would), `once` lists the
+    folder in `failed` with the reason, warns once, deletes nothing under it and copies the rest."""
+    write(src / "a" / "locked" / "f.csv", "f")
+    assert (await make_engine(max_delete=1.0).sync_once()).ok
+    write(src / "b.csv", "b")
+    real_scandir = os.scandir
+
+    def refuse(path: Any) -> Any:
+        if os.fspath(path).endswith("/a/locked"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    with capture_logs() as logs:
+        report = await make_engine(max_delete=1.0).sync_once()
+    assert report.failed == (("a/locked", "source: permission denied"),) and not report.ok
+    assert report.deleted == 0 and report.copied == 1
+    warned = [e for e in logs if e["event"] == "sync.folder_unreadable"]
+    assert [(e["folder"], e["error"], e["log_level"]) for e in warned] == [("a/locked", "permission denied", "warning")]
+    monkeypatch.undo()
+    assert tree(mnt) == tree(src)

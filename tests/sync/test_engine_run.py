@@ -302,3 +302,33 @@ async def test_a_rename_is_reported_as_a_move_not_a_copy_and_a_delete(
     deleted = [f for f in facts if isinstance(f, FileDeleted)]
     assert [(f.path, f.moved_from) for f in synced] == [("new.csv", "old.csv")]
     assert [(f.path, f.moved_to) for f in deleted] == [("old.csv", "new.csv")]
+
+
+async def test_unreadable_folder_is_warned_once_and_nothing_under_it_deleted(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a folder cannot be listed (os.scandir raises EACCES for it, as the kernel would for mode 000 without
+    root), rescans warn once, delete nothing under it, and a note follows when it is readable again."""
+    write(src / "locked" / "f.csv", "f")
+    engine = make_engine(settle=0.05, max_delete=1.0, rescan=0.1)
+    real_scandir = os.scandir
+    refused = threading.Event()
+
+    def refuse(path: Any) -> Any:
+        if os.fspath(path).endswith("/locked") and refused.is_set():
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    with capture_logs() as logs:
+        async with running(engine):
+            await wait_for(lambda: (mnt / "locked" / "f.csv").exists() and engine.idle(), 10)
+            refused.set()
+            first = engine.status()["last_scan_at"]
+            await wait_for(lambda: engine.status()["last_scan_at"] > first + 0.35, 10)  # several rescans
+            assert (mnt / "locked" / "f.csv").read_text() == "f" and engine.idle()
+            refused.clear()
+            await wait_for(lambda: any(e["event"] == "sync.folder_readable" for e in logs), 10)
+    warned = [e for e in logs if e["event"] == "sync.folder_unreadable"]
+    assert [(e["folder"], e["error"], e["log_level"]) for e in warned] == [("locked", "permission denied", "warning")]
+    assert (mnt / "locked" / "f.csv").read_text() == "f" and engine.status()["deletes"] == 0

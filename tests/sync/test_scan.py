@@ -163,7 +163,7 @@ def test_unreadable_folder_is_reported_and_hides_nothing(src: Path, monkeypatch:
     monkeypatch.setattr(os, "scandir", refuse)
     w = walker(src)
     result = w.scan({})
-    assert result.unreadable == ["locked"]
+    assert result.unreadable == ["locked"] and result.why_unreadable == {"locked": "permission denied"}
     assert w.missing(result, {"locked/f": make_row(1, 1, 1, 0o644), "gone": make_row(1, 1, 1, 0o644)}) == ["gone"]
 
 
