@@ -26,6 +26,7 @@ from agent.failpoints import failpoint
 from agent.logs import get_logger
 from agent.sync.copier import SMALL, Copier, CopyJob, CopyResult, Outcome
 from agent.sync.ledger import Failure, Ledger
+from agent.sync.links import LinkIndex
 from agent.sync.mount import (
     MountRecord,
     claimed_rows,
@@ -39,7 +40,7 @@ from agent.sync.mount import (
 )
 from agent.sync.mountfs import delete_files, remove_temps
 from agent.sync.plan import delete_allowed
-from agent.sync.scan import IgnoreMatcher, ScanResult, Walker, under_any
+from agent.sync.scan import IgnoreMatcher, ScanResult, Walker, differs, under_any
 from agent.sync.statedb import Row, StateDB, make_row
 from agent.sync.watcher import WatcherFactory, watchfiles_changes
 
@@ -129,6 +130,7 @@ class Pipeline:
         self._dirty: set[str] = set()
         self._logged_skips: set[str] = set()
         self._logged_unreadable: set[str] = set()
+        self._links = LinkIndex()  # hard links and symlinks in the source: edits reach their other names at once
         self._running = 0
         self._running_big = 0
         self._fenced = 0  # snapshots being taken: no copy may start (its temp file would be in the snapshot)
@@ -325,6 +327,7 @@ class Pipeline:
         ledger = self._ledger
         self._log_skips(scan.skipped)
         self._note_unreadable(scan, full=True)
+        self._links.replace(scan.hardlinks, scan.symlinks, keep_under=scan.unreadable)
         since = at - self.source.settle if burst else None
         ledger.held.clear()
         for rel in self._walker.missing(scan, ledger.rows):
@@ -349,6 +352,7 @@ class Pipeline:
         states, sub = await self._stat(due)
         self._log_skips(sub.skipped)
         self._note_unreadable(sub)
+        self._links.update(states, sub.hardlinks, sub.symlinks)
         for rel, fs in states.items():
             if fs is None:
                 self._ledger.observe(rel, None, at)
@@ -361,20 +365,28 @@ class Pipeline:
     async def _process_events(self) -> None:
         root = self._root + "/"
         rels: list[str] = []
+        ignored: list[str] = []  # not synced themselves, but a symlink may point at one
         for path in self._dirty:
             if path == self._root:  # the watcher lost events (or the root itself changed): scan now
                 self.request_scan()
             elif path.startswith(root):
                 rel = path[len(root) :]
-                if not self._walker.excluded(rel):
-                    rels.append(rel)
+                (ignored if self._walker.excluded(rel) else rels).append(rel)
         self._dirty = set()
-        if not rels:
-            return
+        changed = await self._observe_paths(rels) if rels else []
+        # the other names of what changed (hard links, symlinks to it) changed too, with no event of their own
+        related = self._links.related([*changed, *ignored]) if changed or (ignored and self._links) else []
+        if related:
+            looked = set(rels)
+            await self._observe_paths([rel for rel in related if rel not in looked])
+
+    async def _observe_paths(self, rels: list[str]) -> list[str]:
+        """Stat paths named by events and feed the ledger; returns those that differ from the mount or left."""
         at = self._clock()
         states, sub = await self._stat(rels)
         self._log_skips(sub.skipped)
         self._note_unreadable(sub)
+        self._links.update(states, sub.hardlinks, sub.symlinks)
         ledger = self._ledger
         folders = set(sub.folders)
         for rel, fs in states.items():
@@ -387,6 +399,11 @@ class Pipeline:
                 ledger.observe(rel, fs, at)
         for rel, fs in sub.changed.items():
             ledger.observe(rel, fs, at)
+        if not self._links:
+            return []
+        rows = ledger.rows
+        changed = [rel for rel, fs in states.items() if fs is None or differs(rows.get(rel), fs)]
+        return changed + list(sub.changed)
 
     def _start_batches(self) -> None:
         ledger = self._ledger

@@ -7,7 +7,9 @@
   file is synced as that file's content (a copy, not a link; the dataset mount may not keep links); a symlink
   to a folder, to a path outside the root, or a broken one is skipped.
 * FIFOs, sockets and devices are skipped (the caller logs each once).
-* Folders that cannot be listed are reported, so nothing under them is taken for deleted.
+* Folders that cannot be listed are reported (with the reason), so nothing under them is taken for deleted.
+* Files with more than one name (st_nlink > 1) and symlinks resolving inside the root are reported too (see
+  links.py: an edit must reach the mount's copies of their other names); a tree without links adds nothing.
 
 The walk uses `os.scandir` and one `lstat` per file, and compares against the known rows as it goes. A full
 walk keeps nothing per unchanged file, only a count per folder of the files that matched their row; when the
@@ -103,6 +105,8 @@ class ScanResult:
     unreadable: list[str] = field(default_factory=list)
     why_unreadable: dict[str, str] = field(default_factory=dict)  # folder in `unreadable` -> the OS's reason
     folders: list[str] = field(default_factory=list)
+    hardlinks: dict[str, tuple[int, int]] = field(default_factory=dict)  # file with st_nlink > 1 -> (dev, inode)
+    symlinks: dict[str, str] = field(default_factory=dict)  # symlink -> the path inside the root it resolves to
     files: int = 0
     bytes: int = 0
 
@@ -166,7 +170,7 @@ class Walker:
         combined = matcher.name_regex()
         suffixes, prefixes = matcher.affixes or ((), ())
         fast = matcher.affixes is not None
-        changed, get, pack, hits = out.changed, known.get, ROW_PACK, out.hits
+        changed, get, pack, hits, linked = out.changed, known.get, ROW_PACK, out.hits, out.hardlinks
         add = out.seen.add if out.seen_all else None
         files = size = 0
         while stack:
@@ -211,6 +215,8 @@ class Walker:
                         continue  # vanished while we looked
                     files += 1
                     size += st.st_size
+                    if st.st_nlink > 1:
+                        linked[rel] = (st.st_dev, st.st_ino)
                     if add is not None:
                         add(rel)
                     if get(rel) == pack(st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o7777):
@@ -290,12 +296,13 @@ class Walker:
         """The stat of a symlink's target when it is a regular file inside the root, else None (and why)."""
         target = os.path.realpath(path)
         inside = target.startswith(self.real_root + "/")
+        target_rel = target[len(self.real_root) + 1 :]
         if inside and self.prune:
-            target_rel = target[len(self.real_root) + 1 :]
             inside = not any(target_rel == p or target_rel.startswith(p + "/") for p in self.prune)
         if not inside:
             out.skipped.append((rel, "symlink out of the source"))
             return None
+        out.symlinks[rel] = target_rel  # even when broken: the target may appear later
         try:
             st = os.stat(path)
         except OSError:
@@ -333,8 +340,12 @@ class Walker:
             if stat.S_ISLNK(mode):
                 resolved = self._follow(path, rel, sub)
                 states[rel] = None if resolved is None else to_filestat(resolved)
+                if resolved is not None and resolved.st_nlink > 1:
+                    sub.hardlinks[rel] = (resolved.st_dev, resolved.st_ino)
             elif stat.S_ISREG(mode):
                 states[rel] = to_filestat(st)
+                if st.st_nlink > 1:
+                    sub.hardlinks[rel] = (st.st_dev, st.st_ino)
             else:
                 sub.skipped.append((rel, kind_of(mode)))
                 states[rel] = None

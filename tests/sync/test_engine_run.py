@@ -332,3 +332,35 @@ async def test_unreadable_folder_is_warned_once_and_nothing_under_it_deleted(
     warned = [e for e in logs if e["event"] == "sync.folder_unreadable"]
     assert [(e["folder"], e["error"], e["log_level"]) for e in warned] == [("locked", "permission denied", "warning")]
     assert (mnt / "locked" / "f.csv").read_text() == "f" and engine.status()["deletes"] == 0
+
+
+async def test_links_follow_an_edit_of_their_target_at_once(src: Path, mnt: Path, make_engine: EngineFactory) -> None:
+    """Editing a file updates the mount's copies of its hard link and of a symlink to it within moments (no
+    rescan), and re-pointing or deleting the symlink updates the link index and the mount."""
+    write(src / "target.txt", "v1")
+    write(src / "other.txt", "o1")
+    (src / "rel_link").symlink_to("target.txt")
+    os.link(src / "target.txt", src / "hardlink.txt")
+    engine = make_engine(settle=0.05, max_delete=1.0, rescan=3600)
+    async with running(engine):
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+        scans = engine.status()["last_scan_at"]
+        links = engine._links
+        assert links.links_to == {"target.txt": {"rel_link"}}
+        assert sorted(links.inode_of) == ["hardlink.txt", "rel_link", "target.txt"]  # rel_link reads that inode
+        with (src / "target.txt").open("w") as f:  # same inode: both links now read v2
+            f.write("v2 (edited)")
+        await wait_for(lambda: tree(mnt) == tree(src), 3)
+        assert (mnt / "rel_link").read_text() == (mnt / "hardlink.txt").read_text() == "v2 (edited)"
+        (src / "new_link").symlink_to("other.txt")
+        (src / "new_link").replace(src / "rel_link")  # re-point rel_link at other.txt
+        await wait_for(lambda: (mnt / "rel_link").read_text() == "o1", 3)
+        assert links.links_to == {"other.txt": {"rel_link"}} and links.target_of == {"rel_link": "other.txt"}
+        assert sorted(links.inode_of) == ["hardlink.txt", "target.txt"]
+        (src / "other.txt").write_text("o2")
+        await wait_for(lambda: tree(mnt) == tree(src), 3)
+        (src / "rel_link").unlink()
+        (src / "hardlink.txt").unlink()
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 3)
+        assert not links.target_of and not links.links_to and list(links.inode_of) == ["target.txt"]
+        assert engine.status()["last_scan_at"] == scans  # all of it came from events, none from a rescan

@@ -227,3 +227,22 @@ def test_an_unchanged_tree_needs_no_second_look(src: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(os, "scandir", no_listing)
     assert w.missing(result, known) == []
+
+
+def test_scan_and_stats_report_hard_links_and_symlinks_inside_the_source(src: Path) -> None:
+    """The walk and event stats name files with several names by (device, inode) and symlinks by their target,
+    broken ones too; a plain file is in neither."""
+    (src / "t").write_text("t")
+    (src / "plain").write_text("p")
+    os.link(src / "t", src / "h")
+    (src / "l").symlink_to("t")
+    (src / "later").symlink_to("not-yet")
+    w = walker(src)
+    result = w.scan({})
+    st = (src / "t").stat()
+    assert result.hardlinks == {"t": (st.st_dev, st.st_ino), "h": (st.st_dev, st.st_ino), "l": (st.st_dev, st.st_ino)}
+    assert result.symlinks == {"l": "t", "later": "not-yet"}
+    states, sub = w.stat_paths(["t", "plain", "l", "later"], {})
+    assert states["later"] is None and states["plain"] is not None
+    assert sub.hardlinks == {"t": (st.st_dev, st.st_ino), "l": (st.st_dev, st.st_ino)}
+    assert sub.symlinks == {"l": "t", "later": "not-yet"}
