@@ -260,13 +260,17 @@ class Agent:
             if fact.path.rpartition("/")[2] in self._markers:  # no Path object per synced file
                 self._markers_seen[fact.path] = fact.at
                 self._rules_dirty = True
-            self.metrics.files_synced.inc()
-            self.metrics.bytes_synced.inc(fact.size)
+            if fact.moved_from is None:
+                self.metrics.files_synced.inc()
+                self.metrics.bytes_synced.inc(fact.size)
+            else:
+                self.metrics.files_moved.inc()  # renamed in the mount: no byte was copied
             first = self._first_seen.pop(fact.path, None)
             if first is not None:
                 self.metrics.drop_to_mount.observe(max(0.0, fact.at - first))
         elif isinstance(fact, FileDeleted):
-            self.metrics.files_deleted.inc()
+            if fact.moved_to is None:
+                self.metrics.files_deleted.inc()
             self._first_seen.pop(fact.path, None)
         new_state, requests = step(self.rules, self.rules_state, fact)
         if new_state != self.rules_state:  # a quiet tick changes nothing and costs no write

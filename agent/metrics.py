@@ -18,6 +18,7 @@ class Metrics:
         self.files_synced = Counter("domino_sync_files_synced", "Files copied into the mount", registry=r)
         self.bytes_synced = Counter("domino_sync_bytes_synced", "Bytes copied into the mount", registry=r)
         self.files_deleted = Counter("domino_sync_files_deleted", "Files removed from the mount", registry=r)
+        self.files_moved = Counter("domino_sync_files_moved", "Files renamed inside the mount (not copied)", registry=r)
         self.drop_to_mount = Histogram(
             "domino_sync_drop_to_mount_seconds",
             "Time from a change first seen in the source to its content in the mount",

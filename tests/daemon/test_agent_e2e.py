@@ -240,3 +240,20 @@ async def test_first_seen_times_of_files_that_vanished_unsynced_are_forgotten(em
         agent._forget_old(agent.clock() + 120)
         assert "scratch.tmpdata" not in agent._first_seen
         assert "old/_SUCCESS" not in agent._markers_seen
+
+
+async def test_a_rename_counts_as_a_move_not_a_copy_and_a_delete(emulator: Any, make_cfg: Any) -> None:
+    """A file renamed in the source is renamed in the mount and counted in files_moved, not as synced bytes and a
+    delete."""
+    cfg = make_cfg(emulator)
+    mount = emulator.mount_root / DATASET
+    async with running_agent(cfg) as agent:
+        write(cfg.source.path, "a.bin", b"a" * 100_000)
+        await wait_for(lambda: (mount / "a.bin").exists(), 20, "the copy")
+        (cfg.source.path / "a.bin").rename(cfg.source.path / "b.bin")
+        await wait_for(lambda: (mount / "b.bin").exists() and not (mount / "a.bin").exists(), 20, "the move")
+        metrics = agent.metrics_text().decode()
+    assert "domino_sync_files_synced_total 1.0" in metrics
+    assert "domino_sync_bytes_synced_total 100000.0" in metrics
+    assert "domino_sync_files_moved_total 1.0" in metrics
+    assert "domino_sync_files_deleted_total 0.0" in metrics
