@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 InodeKey = tuple[int, int]
+K = TypeVar("K")
 """(st_dev, st_ino): one file, whatever its names."""
 
 
@@ -108,21 +110,19 @@ class LinkIndex:
         self._forget_link(rel)
 
     def _forget_name(self, rel: str) -> None:
-        key = self.inode_of.pop(rel, None)
-        if key is None:
-            return
-        names = self.by_inode.get(key)
-        if names is not None:
-            names.discard(rel)
-            if not names:
-                del self.by_inode[key]
+        _unpair(self.inode_of, self.by_inode, rel)
 
     def _forget_link(self, rel: str) -> None:
-        target = self.target_of.pop(rel, None)
-        if target is None:
-            return
-        links = self.links_to.get(target)
-        if links is not None:
-            links.discard(rel)
-            if not links:
-                del self.links_to[target]
+        _unpair(self.target_of, self.links_to, rel)
+
+
+def _unpair(forward: dict[str, K], backward: dict[K, set[str]], rel: str) -> None:
+    """Drop `rel` from a name -> key map and from its key's set of names (and the set once it is empty)."""
+    key = forward.pop(rel, None)
+    if key is None:
+        return
+    names = backward.get(key)
+    if names is not None:
+        names.discard(rel)
+        if not names:
+            del backward[key]
