@@ -286,7 +286,7 @@ class TaskQueue:
                 return
             await anyio.sleep(self._snapshot_poll)
             try:
-                snap = await self._call("get_snapshot", lambda: self._api.get_snapshot(snapshot.id))
+                snap = await self._call("get_snapshot", lambda: self._api.get_snapshot(snapshot.id, with_tags=False))
             except ApiError as err:
                 self._emit("queue.snapshot_unknown", snapshot_id=snap.id, error=redact(str(err)))
                 return

@@ -85,8 +85,8 @@ class LazyClient:
     async def create_snapshot(self, dataset_id: str, tag: str | None = None) -> Snapshot:
         return await (await self.client()).create_snapshot(dataset_id, tag)
 
-    async def get_snapshot(self, snapshot_id: str) -> Snapshot:
-        return await (await self.client()).get_snapshot(snapshot_id)
+    async def get_snapshot(self, snapshot_id: str, *, with_tags: bool = True) -> Snapshot:
+        return await (await self.client()).get_snapshot(snapshot_id, with_tags=with_tags)
 
     async def add_tag(self, dataset_id: str, snapshot_id: str, tag: str) -> None:
         await (await self.client()).add_tag(dataset_id, snapshot_id, tag)

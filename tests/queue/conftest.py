@@ -115,7 +115,7 @@ class FakeApi:
             raise NetworkError("POST", "/snapshots", None, "connection reset")
         return snap
 
-    async def get_snapshot(self, snapshot_id: str) -> Snapshot:
+    async def get_snapshot(self, snapshot_id: str, *, with_tags: bool = True) -> Snapshot:
         self._enter("get_snapshot", snapshot_id)
         if snapshot_id not in self.snapshots:
             raise NotFoundError("GET", "/snapshots", 404, "no such snapshot")
