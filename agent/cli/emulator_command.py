@@ -105,6 +105,11 @@ async def serve(options: EmulatorOptions, show_key: bool) -> None:
     help="Past this many active snapshots of a dataset the oldest untagged one is marked for deletion "
     "(Domino's default); 0: no limit.",
 )  # fmt: skip
+@click.option(
+    "--snapshot-delay", type=click.FloatRange(min=0.0), default=0.0, show_default=True, metavar="SECONDS",
+    help="Take snapshots as Domino does, in the background: a create answers `pending` at once and the copy "
+    "is taken this much later (0: during the call).",
+)  # fmt: skip
 def emulator(**flags: Any) -> None:
     """Serve a local Domino Datasets API with real dataset folders, keys, grants and injectable faults."""
     options = EmulatorOptions(
@@ -116,6 +121,7 @@ def emulator(**flags: Any) -> None:
         latency_ms=flags["latency_ms"],
         rate_limit=flags["rate_limit"],
         max_active_snapshots=flags["max_active_snapshots"],
+        snapshot_delay=flags["snapshot_delay"],
         host=flags["host"],
         port=flags["port"],
     )

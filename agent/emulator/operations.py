@@ -9,7 +9,9 @@ Order is always names, then dataset. SQLite access and folder work run in thread
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +25,7 @@ from agent.emulator.folders import Folders
 from agent.emulator.shapes import problem
 from agent.emulator.store import DatasetRecord, GrantRecord, SnapshotRecord, Store
 from agent.emulator.validation import DatasetChange, DatasetQuery, GrantTarget, NewDataset, NewSnapshot, NewTag
+from agent.logs import get_logger
 
 T = TypeVar("T")
 DEFAULT_PROJECT_ID = "project-default"
@@ -40,6 +43,7 @@ def new_id(kind: str) -> str:
 
 MAX_ACTIVE_SNAPSHOTS = 20  # Domino's default per dataset
 ACTIVE, COPYING, FAILED, MARKED_FOR_DELETION = "active", "copying", "failed", "markForDeletion"
+PENDING = "pending"
 
 
 class Operations:
@@ -52,8 +56,11 @@ class Operations:
         clock: Callable[[], datetime] | None = None,
         limiter: anyio.CapacityLimiter | None = None,
         max_active_snapshots: int = MAX_ACTIVE_SNAPSHOTS,
+        snapshot_delay: float = 0.0,
     ) -> None:
         self._store = store
+        self._delay = snapshot_delay
+        self._later: ThreadPoolExecutor | None = None  # one thread: delayed copies are taken in creation order
         self._max_active = max_active_snapshots
         self._folders = folders
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -211,7 +218,10 @@ class Operations:
         return snaps[offset : offset + limit], len(snaps)
 
     async def create_snapshot(self, user: str, dataset_id: str, request: NewSnapshot) -> SnapshotRecord:
-        """Copy the folder to a read-only `<name>@<snapshot-id>` and, with a tag, point `<name>@<tag>` at it."""
+        """Copy the folder to a read-only `<name>@<snapshot-id>` and, with a tag, point `<name>@<tag>` at it.
+
+        With `snapshot_delay`, as Domino does, the answer comes at once with the snapshot `pending` and the copy
+        is taken that many seconds later in the background (what the folder holds then is what it keeps)."""
         async with self._lock(dataset_id):
             record = await self._authorize(user, dataset_id, Role.WRITE)
             snap = SnapshotRecord(
@@ -222,31 +232,68 @@ class Operations:
                 tags=(request.tag,) if request.tag else (),
             )
 
-            def work() -> SnapshotRecord:
+            def check() -> str | None:
                 if not self._folders.dataset_path(record.name).is_dir():
                     raise problem(409, f"dataset folder {self._folders.dataset_path(record.name)} is missing")
                 if missing := self._folders.missing(record.name, request.paths):
                     raise problem(400, f"relativeFilePaths: {missing[0]!r} does not exist in dataset {record.name!r}")
-                # listed at once as `copying` (with its tag), as Domino lists a snapshot it is still making, and
-                # `active` once its folder is in place: a client that lost the answer can find it meanwhile
-                before = record.tags.get(request.tag) if request.tag else None
-                self._store.insert_snapshot(replace(snap, status=COPYING), request.tag)
-                try:
-                    self._folders.snapshot(record.name, snap.id, request.paths)
-                except BaseException:
-                    self._store.set_status(snap.id, FAILED)
-                    if request.tag and before is not None:
-                        self._store.set_tag(record.id, request.tag, before)
-                    elif request.tag:
-                        self._store.remove_tag(record.id, request.tag)
-                    raise
-                self._store.set_status(snap.id, ACTIVE)
-                if request.tag:
-                    self._folders.point_tag(record.name, request.tag, snap.id)
-                self._retire_over_limit(record.id, snap.id)
-                return snap
+                return record.tags.get(request.tag) if request.tag else None
 
-            return await self._thread(work)
+            before = await self._thread(check)
+            if self._delay > 0:
+                pending = replace(snap, status=PENDING)
+                await self._thread(self._store.insert_snapshot, pending, request.tag)
+                due = time.monotonic() + self._delay
+                if self._later is None:
+                    self._later = ThreadPoolExecutor(1, thread_name_prefix="emulator-snapshots")
+                self._later.submit(self._take_later, due, record, snap, request, before)
+                return pending
+            return await self._thread(self._take, record, snap, request, before)
+
+    def _take_later(
+        self, due: float, record: DatasetRecord, snap: SnapshotRecord, request: NewSnapshot, before: str | None
+    ) -> None:
+        """The snapshot thread: wait until `due`, then take the copy (a failure leaves a `failed` record)."""
+        time.sleep(max(0.0, due - time.monotonic()))
+        try:
+            self._take(record, snap, request, before, listed=True)
+        except Exception as exc:  # nobody waits on this thread: the record says failed, the log says why
+            get_logger("agent.emulator").warning("emulator.snapshot_failed", snapshot_id=snap.id, error=str(exc))
+
+    def close(self) -> None:
+        """Stop taking delayed copies (those not begun stay `pending`); wait for the one in progress."""
+        if self._later is not None:
+            self._later.shutdown(wait=True, cancel_futures=True)
+
+    def _take(
+        self,
+        record: DatasetRecord,
+        snap: SnapshotRecord,
+        request: NewSnapshot,
+        before: str | None,
+        listed: bool = False,
+    ) -> SnapshotRecord:
+        """Worker thread: list the snapshot as `copying` (with its tag), as Domino lists one it is still making, copy
+        the folder, then `active`; a client that lost the answer can find it meanwhile. A failed copy leaves a
+        `failed` record and the tag where it was."""
+        if listed:  # answered `pending` earlier: its record and tag are there already
+            self._store.set_status(snap.id, COPYING)
+        else:
+            self._store.insert_snapshot(replace(snap, status=COPYING), request.tag)
+        try:
+            self._folders.snapshot(record.name, snap.id, request.paths)
+        except BaseException:
+            self._store.set_status(snap.id, FAILED)
+            if request.tag and before is not None:
+                self._store.set_tag(record.id, request.tag, before)
+            elif request.tag:
+                self._store.remove_tag(record.id, request.tag)
+            raise
+        self._store.set_status(snap.id, ACTIVE)
+        if request.tag:
+            self._folders.point_tag(record.name, request.tag, snap.id)
+        self._retire_over_limit(record.id, snap.id)
+        return snap
 
     def _retire_over_limit(self, dataset_id: str, new_id: str) -> None:
         """Past `max_active_snapshots` active snapshots, the oldest untagged ones are marked for deletion, as

@@ -24,6 +24,7 @@ class EmulatorOptions:
     latency_ms: int = 0
     rate_limit: float | None = None  # requests per second (sliding window) before 429 + Retry-After
     max_active_snapshots: int = 20  # past it the oldest untagged snapshot is marked for deletion; 0: no limit
+    snapshot_delay: float = 0.0  # > 0: a create answers `pending` at once and the copy is taken that much later
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port
 
@@ -41,6 +42,8 @@ class EmulatorOptions:
             raise ConfigError("fail_rate", self.fail_rate, "a share between 0 and 1")
         if self.max_active_snapshots < 0:
             raise ConfigError("max_active_snapshots", self.max_active_snapshots, "a count, 0 (no limit) or more")
+        if not self.snapshot_delay >= 0:
+            raise ConfigError("snapshot_delay", self.snapshot_delay, "seconds, 0 or more")
         if self.latency_ms < 0:
             raise ConfigError("latency_ms", self.latency_ms, "milliseconds, 0 or more")
         if self.rate_limit is not None and not self.rate_limit > 0:

@@ -95,13 +95,18 @@ async def running_emulator(options: EmulatorOptions) -> AsyncIterator[RunningEmu
     dialect = Dialect(options.dialect)
     folders = Folders(options.resolved_mount_root)
     store = await anyio.to_thread.run_sync(_open, options, folders)
+    stack = ExitStack()
     try:
         keys = dict(options.users) or {DEFAULT_USER: await anyio.to_thread.run_sync(_default_key, store)}
         for key in keys.values():
             register_secret(key)
         stats = Stats()
+        ops = Operations(
+            store, folders, max_active_snapshots=options.max_active_snapshots, snapshot_delay=options.snapshot_delay
+        )
+        stack.callback(ops.close)
         app = build_app(
-            Operations(store, folders, max_active_snapshots=options.max_active_snapshots),
+            ops,
             dialect,
             {key: user for user, key in keys.items()},
             stats,
@@ -135,6 +140,7 @@ async def running_emulator(options: EmulatorOptions) -> AsyncIterator[RunningEmu
                 await runner.cleanup()
             _log().info("emulator.stopped", host=options.host, port=port)
     finally:
+        stack.close()  # delayed snapshot copies not taken yet stay `pending`
         store.close()
 
 

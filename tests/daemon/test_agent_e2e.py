@@ -10,9 +10,10 @@ from typing import Any
 
 import aiohttp
 import anyio
+import pytest
 from e2e_support import DATASET, api_client, running_agent, tree, wait_for, wait_for_async, write
 
-from agent.api.models import Snapshot
+from agent.api.models import Dialect, Snapshot
 from agent.sync import copier, transfer
 
 
@@ -257,3 +258,31 @@ async def test_a_rename_counts_as_a_move_not_a_copy_and_a_delete(emulator: Any, 
     assert "domino_sync_bytes_synced_total 100000.0" in metrics
     assert "domino_sync_files_moved_total 1.0" in metrics
     assert "domino_sync_files_deleted_total 0.0" in metrics
+
+
+@pytest.mark.parametrize("dialect", ["seed", "domino"])
+async def test_copies_wait_while_domino_takes_the_snapshot_in_the_background(
+    emulator_factory: Any, make_cfg: Any, dialect: str
+) -> None:
+    """Against a server that answers `pending` and copies later (as Domino does), a file that settles meanwhile is
+    held back until the snapshot is active: the snapshot holds the drop and not the late file."""
+    emu = await emulator_factory(snapshot_delay=1.0, dialect=Dialect(dialect))
+    cfg = make_cfg(emu, rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["drop"]}])
+    async with running_agent(cfg, queue_options={"snapshot_poll": 0.1}):
+        src = cfg.source.path
+        write(src, "batch/part.csv", "a,b\n")
+        write(src, "batch/_SUCCESS", "")
+
+        async def sent() -> bool:
+            return (await snapshots_of(emu)) != []
+
+        await wait_for_async(sent, 20, "the create call")
+        write(src, "late.txt", "late")
+        await anyio.sleep(0.5)  # long past its settle time; the snapshot is still pending
+        assert not (emu.mount_root / DATASET / "late.txt").exists()
+        await wait_for(lambda: (emu.mount_root / DATASET / "late.txt").exists(), 20, "the held copy")
+    frozen = emu.mount_root / f"{DATASET}@drop"
+    assert sorted(str(p.relative_to(frozen)) for p in frozen.rglob("*") if p.is_file()) == [
+        "batch/_SUCCESS",
+        "batch/part.csv",
+    ]

@@ -10,7 +10,7 @@ import anyio
 import pytest
 from e2e_support import api_client
 
-from agent.api.models import SnapshotStatus
+from agent.api.models import Dialect, SnapshotStatus
 from agent.emulator.folders import Folders
 from agent.errors import ServerError
 
@@ -63,3 +63,24 @@ async def test_a_failed_copy_leaves_a_failed_record_and_the_tag_where_it_was(
         assert statuses[first.id] is SnapshotStatus.ACTIVE
         assert sorted(statuses.values()) == sorted([SnapshotStatus.ACTIVE, SnapshotStatus.FAILED])
         assert (await client.get_dataset(dataset.id)).tags["v1"] == first.id
+
+
+@pytest.mark.parametrize("dialect", ["seed", "domino"])
+async def test_with_a_snapshot_delay_the_answer_is_pending_and_the_copy_comes_later(
+    emulator_factory: Any, dialect: str
+) -> None:
+    """With `snapshot_delay` a create answers `pending` at once (with its tag); the copy is taken that much later,
+    holding what the folder holds then, and the snapshot turns `active`."""
+    emu = await emulator_factory(snapshot_delay=0.3, dialect=Dialect(dialect))
+    async with api_client(emu) as client:
+        dataset = await client.create_dataset("later", "p1")
+        folder = emu.mount_root / "later"
+        (folder / "before.txt").write_text("b")
+        made = await client.create_snapshot(dataset.id, tag="v1")
+        assert made.status is SnapshotStatus.PENDING
+        (folder / "after.txt").write_text("a")  # written after the answer, before the copy: Domino keeps it too
+        with anyio.fail_after(10):
+            while (await client.get_snapshot(made.id)).status is not SnapshotStatus.ACTIVE:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        frozen = emu.mount_root / "later@v1"
+        assert sorted(p.name for p in frozen.iterdir()) == ["after.txt", "before.txt"]
