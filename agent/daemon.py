@@ -344,7 +344,9 @@ class Agent:
             self.last_error = f"dead letter: {fields.get('error', '')}"
         elif event == "queue.retry":
             self.metrics.errors.labels("api_retry").inc()
-            self.last_error = self._api_problem = f"API: {fields.get('error', '')}"
+            self.last_error = f"API: {fields.get('error', '')}"
+            if fields.get("status") not in (409, 429):  # pacing or a taken tag is no outage: still ready
+                self._api_problem = self.last_error
 
     def _api_answered(self) -> None:
         """A call went through: an API problem is over; so is the last error, once no dead letter is left."""

@@ -356,7 +356,7 @@ class TaskQueue:
         taken = isinstance(err, ConflictError) and job.state == CREATING and not job.untagged and job.first_tag
         if taken and attempts < self._max_attempts:  # our first tag is taken: create untagged, then move the tag
             await self._db(functools.partial(self._store.retry_later, untagged=True), job.id, attempts, now, message)
-            self._emit("queue.retry", job_id=job.id, attempt=attempts, delay=0.0, error=message)
+            self._emit("queue.retry", job_id=job.id, attempt=attempts, delay=0.0, error=message, status=err.status)
             return
         if not err.retryable or attempts >= self._max_attempts:
             await self._db(self._store.bury, job.id, attempts, message, now)
@@ -366,7 +366,7 @@ class TaskQueue:
             return
         delay = backoff_delay(attempts, base=self._backoff_base, cap=self._backoff_cap, retry_after=err.retry_after)
         await self._db(self._store.retry_later, job.id, attempts, now + delay, message)
-        self._emit("queue.retry", job_id=job.id, attempt=attempts, delay=delay, error=message)
+        self._emit("queue.retry", job_id=job.id, attempt=attempts, delay=delay, error=message, status=err.status)
 
     # --- plumbing -------------------------------------------------------------------------------------
 

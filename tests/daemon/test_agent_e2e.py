@@ -206,6 +206,9 @@ async def test_readiness_and_last_error_follow_the_api_while_the_queue_retries(e
         agent._on_queue_event("queue.tagged", {"job_id": 1, "tag": "t"})
         assert agent.readiness() == (True, "ok")
         assert agent.status()["last_error"] is None
+        agent._on_queue_event("queue.retry", {"job_id": 2, "error": "HTTP 429: slow down", "status": 429})
+        assert agent.readiness() == (True, "ok")  # pacing is no outage
+        assert agent.status()["last_error"] == "API: HTTP 429: slow down"
 
 
 async def test_copy_errors_reach_the_errors_metric(emulator: Any, make_cfg: Any) -> None:
