@@ -96,6 +96,8 @@ class Agent:
         self._api_problem: str | None = None
         self._sync_errors_seen = 0
         self._forgot_at = 0.0
+        self._drain_scope: anyio.CancelScope | None = None  # the drain's; a second signal cancels it
+        self._stop_now = False
         self._markers = frozenset(r.when.marker for r in self.rules if isinstance(r.when, MarkerWhen))
 
     # ---------------------------------------------------------------- assembly
@@ -488,11 +490,19 @@ class Agent:
             await anyio.sleep(delay)
 
     async def _watch_signals(self, tg: anyio.abc.TaskGroup) -> None:
+        """The first SIGTERM or SIGINT drains (see shutdown); a second one while it drains stops at once."""
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                log.info("agent.stopping", signal=signal.Signals(signum).name, timeout=self.config.shutdown_timeout)
-                await self.shutdown(tg)
-                return
+                name = signal.Signals(signum).name
+                if self._stopping:
+                    log.warning("agent.stop_now", signal=name)
+                    self._stop_now = True
+                    if self._drain_scope is not None:
+                        self._drain_scope.cancel()
+                    continue
+                log.info("agent.stopping", signal=name, timeout=self.config.shutdown_timeout)
+                self._stopping = True
+                tg.start_soon(self.shutdown, tg)
 
     async def shutdown(self, tg: anyio.abc.TaskGroup) -> None:
         """Drain, then stop (the whole drain bounded by shutdown_timeout): a last full scan; what is settled or
@@ -502,7 +512,9 @@ class Agent:
         assert self.engine is not None and self.queue is not None
         deadline = self.clock() + self.config.shutdown_timeout
         synced = sent = False
-        with anyio.move_on_after(self.config.shutdown_timeout):
+        with anyio.move_on_after(self.config.shutdown_timeout) as self._drain_scope:
+            if self._stop_now:  # a second signal came before the drain began
+                self._drain_scope.cancel()
             synced = await self.engine.finish()
             self.on_fact(Tick(self.clock()))
             self._flush_rules_state()

@@ -110,3 +110,40 @@ def test_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
         assert "agent.stopped" in err
         assert "Traceback" not in err
         assert len(tree(emu.mount_root / DATASET)) == 30
+
+
+def test_a_second_signal_stops_the_drain_at_once(tmp_path: Path) -> None:
+    """SIGTERM starts a drain that waits for a file still settling; a second SIGTERM ends it at once, exit 0, with
+    what is left said in agent.stopped."""
+    with EmulatorThread(EmulatorOptions(data_dir=tmp_path / "emu", users={"alice": "key-alice"})) as emu:
+        cfg = make_config(emu, tmp_path, shutdown_timeout="60s")
+        doc = cfg.model_dump(mode="json")
+        doc["source"]["settle"] = "30s"
+        path = tmp_path / "agent.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not (emu.mount_root / DATASET).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            write(cfg.source.path, "slow.txt", "still being written")
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            asked = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=20)
+            took = time.monotonic() - asked
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err[-2000:]
+        assert "agent.stop_now" in err
+        assert '"drained": false' in err
+        assert took < 10
