@@ -28,11 +28,12 @@ from agent.bootstrap import bootstrap, bootstrap_key, forget_known, load_known, 
 from agent.config import Config, MarkerWhen, check_mount_overlap
 from agent.errors import AgentError, ApiError, ConfigError
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualRequest, Tick
-from agent.logs import get_logger, register_secret
+from agent.logs import get_logger, redact, register_secret
 from agent.metrics import Metrics
 from agent.queue import TaskQueue
 from agent.recovery import KEEP_SECONDS, Durable, unhandled_markers
-from agent.rules.engine import RulesState, SnapshotRequest, initial_state, next_wakeup, step
+from agent.rules.engine import RulesState, SnapshotRequest, initial_state, next_wakeup, step, with_seq_floors
+from agent.rules.templates import highest_seq
 from agent.statelock import state_lock
 from agent.sync.engine import SyncEngine, SyncReport
 
@@ -186,6 +187,8 @@ class Agent:
                 self.rules_state = RulesState.from_json(durable.rules_json, self.rules, self.clock())
                 self._markers_seen = durable.markers_seen
                 saved_at = durable.saved_at
+            else:
+                await self._continue_seq(client)
             for fact in unhandled_markers(
                 state_dir / "state.db", self.mount, self._markers, self._markers_seen, self.clock(), saved_at
             ):
@@ -259,10 +262,12 @@ class Agent:
         if isinstance(fact, FileChanged):
             self._first_seen.setdefault(fact.path, fact.at)
         elif isinstance(fact, FileSynced):
-            if fact.path.rpartition("/")[2] in self._markers:  # no Path object per synced file
+            if fact.path.rpartition("/")[2] in self._markers:  # handled (an adopted one needs nothing); no Path
                 self._markers_seen[fact.path] = fact.at
                 self._rules_dirty = True
-            if fact.moved_from is None:
+            if fact.adopted:
+                pass  # already in the mount: nothing was copied
+            elif fact.moved_from is None:
                 self.metrics.files_synced.inc()
                 self.metrics.bytes_synced.inc(fact.size)
             else:
@@ -367,6 +372,23 @@ class Agent:
         if self.engine is not None and self._first_seen:
             pending = self.engine.pending()
             self._first_seen = {path: at for path, at in self._first_seen.items() if path in pending}
+
+    async def _continue_seq(self, client: LazyClient) -> None:
+        """No saved rules state (a first start, or a state folder that was lost, as an emptyDir is with its pod):
+        each rule's `{seq}` goes on from the highest the dataset's tags already carry, so the new counter does not
+        take `drop-1`, `drop-2`... away from the snapshots an earlier agent made."""
+        rules = [rule for rule in self.rules if any("{seq" in template for template in rule.tags)]
+        if not rules or self.dataset is None:
+            return
+        try:
+            tags = {tag async for snap in client.iter_snapshots(self.dataset.id) for tag in snap.tags}
+        except ApiError as exc:
+            log.warning("rules.seq_unknown", error=redact(str(exc)), hint="{seq} starts again from 1")
+            return
+        floors = {rule.name: highest_seq(rule.tags, rule.name, tags) for rule in rules}
+        if any(floors.values()):
+            self.rules_state = with_seq_floors(self.rules_state, floors)
+            log.info("rules.seq_continued", seq={name: n for name, n in floors.items() if n})
 
     def _count_sync_errors(self) -> None:
         """Copy and delete errors (the engine counts them) reach the errors metric, as kind `sync`."""

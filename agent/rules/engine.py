@@ -176,6 +176,17 @@ def resume(rules: Sequence[RuleConfig], state: RulesState, now: float) -> RulesS
     return RulesState(states)
 
 
+def with_seq_floors(state: RulesState, floors: Mapping[str, int]) -> RulesState:
+    """`state` with each named rule's `seq` raised to at least its floor (the highest `{seq}` the server already
+    holds for it, see templates.highest_seq), so the next fire goes on from there."""
+    rules = dict(state.rules)
+    for name, floor in floors.items():
+        current = rules.get(name, RuleState())
+        if floor > current.seq:
+            rules[name] = replace(current, seq=floor)
+    return RulesState(rules)
+
+
 def step(rules: Sequence[RuleConfig], state: RulesState, fact: Fact) -> tuple[RulesState, tuple[SnapshotRequest, ...]]:
     """Apply one fact. Returns the new state and at most one snapshot request (every fire merged)."""
     at = fact.at
@@ -261,6 +272,8 @@ def _on_fact(rule: RuleConfig, st: RuleState, fact: Fact, markers: frozenset[str
         if isinstance(when, ManualWhen):
             return st, _Trigger(tags=tuple(safe_tag(tag) for tag in fact.tags))
         return st, None
+    if isinstance(fact, FileSynced) and fact.adopted:
+        return st, None  # found already in the mount, written by an earlier agent: no new data, no new trigger
     if isinstance(fact, FileSynced) and isinstance(when, MarkerWhen):
         folder, _, name = fact.path.rpartition("/")
         if name == when.marker and _glob_ok(rule.glob, fact.path):

@@ -13,7 +13,9 @@ Placeholders:
 
 from __future__ import annotations
 
+import re
 import string
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,3 +77,41 @@ def render_tags(
         for marker in markers or (None,):
             out[render_tag(template, rule=rule, seq=seq, now=now, marker=marker)] = None
     return tuple(out)
+
+
+_SHAPES = {"seq": r"(\d+)", "date": r"\d{8}", "time": r"\d{6}", "marker": r"[A-Za-z0-9._-]*"}
+
+
+def seq_pattern(template: str, rule: str) -> re.Pattern[str] | None:
+    """What the tags rendered from `template` look like, with `{seq}` as the one group; None without `{seq}`.
+
+    Literal text is matched as `safe_tag` leaves it (other characters become '-'), so `drop-{date}-{seq}` matches
+    `drop-20261125-7`. Assumes `check_template` passed."""
+    parts = list(_FORMATTER.parse(template))
+    if not any(field == "seq" for _, field, _, _ in parts):
+        return None
+    out: list[str] = []
+    seen_seq = False
+    for literal, field, _spec, _conversion in parts:
+        out.append(re.escape(re.sub(r"[^A-Za-z0-9._-]+", "-", literal)))
+        if field == "rule":
+            out.append(re.escape(safe_tag(rule)))
+        elif field == "seq" and seen_seq:
+            out.append(r"\d+")  # one group: a second {seq} repeats the same number
+        elif field is not None:
+            seen_seq = seen_seq or field == "seq"
+            out.append(_SHAPES[field])
+    return re.compile("".join(out))
+
+
+def highest_seq(templates: Iterable[str], rule: str, tags: Iterable[str]) -> int:
+    """The largest `{seq}` among `tags` that one of the rule's templates could have rendered (0: none): where a
+    rule's counter must continue when its saved state is gone, so it does not take over older snapshots' tags."""
+    patterns = [p for p in (seq_pattern(t, rule) for t in templates) if p is not None]
+    best = 0
+    for tag in tags:
+        for pattern in patterns:
+            match = pattern.fullmatch(tag)
+            if match is not None:
+                best = max(best, int(match.group(1)))
+    return best

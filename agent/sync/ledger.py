@@ -238,7 +238,8 @@ class Ledger:
         self.failures.pop(rel, None)
         self.counters.copies += 1
         self.counters.bytes += result.bytes
-        self.on_fact(FileSynced(rel, stat.size, now, result.first_line, moved_from=result.moved_from))
+        adopted = result.outcome is Outcome.ADOPTED
+        self.on_fact(FileSynced(rel, stat.size, now, result.first_line, moved_from=result.moved_from, adopted=adopted))
         watch = self.settler.get(rel)
         if watch is None or (watch.sig is not None and not differs(row, watch.sig)):
             self.settler.forget(rel)

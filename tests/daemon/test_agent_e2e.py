@@ -289,3 +289,33 @@ async def test_copies_wait_while_domino_takes_the_snapshot_in_the_background(
         "batch/_SUCCESS",
         "batch/part.csv",
     ]
+
+
+async def test_a_lost_state_folder_neither_refires_old_markers_nor_takes_old_tags(
+    emulator: Any, make_cfg: Any, tmp_path: Path
+) -> None:
+    """An agent started with a new state folder over a filled mount (an emptyDir lost with its pod) makes no
+    snapshot for the markers already there, and its `{seq}` goes on from the dataset's tags: older snapshots keep
+    theirs."""
+    rules = [{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["drop-{seq}", "latest"]}]
+    cfg = make_cfg(emulator, rules=rules)
+    async with running_agent(cfg):
+        for n in (1, 2, 3):
+            write(cfg.source.path, f"b{n}/part.csv", f"{n}\n")
+            write(cfg.source.path, f"b{n}/_SUCCESS", "")
+            await wait_for_async(lambda n=n: _has_tags(emulator, {f"drop-{n}"}), 30, f"drop-{n}")
+    before = await tags_of(emulator)
+    fresh = make_cfg(emulator, rules=rules, state_dir=str(tmp_path / "fresh-state"))
+    async with running_agent(fresh) as agent:
+        await wait_for(lambda: agent.engine is not None and agent.engine.idle(), 20, "the adoption pass")
+        await anyio.sleep(1.0)
+        assert len(await snapshots_of(emulator)) == 3
+        write(cfg.source.path, "b4/part.csv", "4\n")
+        write(cfg.source.path, "b4/_SUCCESS", "")
+        await wait_for_async(lambda: _has_tags(emulator, {"drop-4"}), 30, "drop-4")
+    after = await tags_of(emulator)
+    assert len(await snapshots_of(emulator)) == 4
+    assert {tag: after[tag] for tag in ("drop-1", "drop-2", "drop-3")} == {
+        tag: before[tag] for tag in ("drop-1", "drop-2", "drop-3")
+    }
+    assert after["latest"] == after["drop-4"]

@@ -41,7 +41,7 @@ def test_local_example_is_the_readme_demo() -> None:
     rule = cfg.rules[0]
     assert rule.name == "drop"
     assert rule.when == MarkerWhen(marker="_SUCCESS")
-    assert rule.tags == ("drop-{date}", "latest")
+    assert rule.tags == ("drop-{date}-{seq}", "latest")
 
 
 def test_local_example_ignores_the_environments_domino_host() -> None:

@@ -17,6 +17,7 @@ from agent.rules.engine import (
     normalise_scopes,
     resume,
     step,
+    with_seq_floors,
 )
 
 Out = tuple[float, tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # at, rules, tags, scopes
@@ -416,3 +417,27 @@ def test_check_glob(glob: str, problem: str | None) -> None:
     else:
         with pytest.raises(ValueError, match=problem):
             check_glob(glob)
+
+
+def test_adopted_files_fire_no_marker_and_count_for_nothing() -> None:
+    """Files found already in the mount (adopted, nothing written) are no new data: no marker fires, no counter
+    moves, and a quiet rule has seen no change."""
+    adopted = [
+        FileSynced(path="d/a", size=500, at=1.0, adopted=True),
+        FileSynced(path="d/_SUCCESS", size=0, at=1.0, first_line="x", adopted=True),
+        FileSynced(path="d/b", size=700, at=1.0, adopted=True),
+        FileSynced(path="d/c", size=700, at=1.0, adopted=True),
+    ]
+    state, out = run([MARKER, FILES3, BYTES, QUIET], [*adopted, Tick(100.0)])
+    assert out == []
+    assert state.rules["f"].files == 0 and state.rules["b"].bytes == 0 and not state.rules["q"].changed
+
+
+def test_seq_floors_raise_the_counter_and_never_lower_it() -> None:
+    """with_seq_floors lifts each named rule's seq to its floor; a higher saved seq stays; the next fire goes on."""
+    state = initial_state([MARKER, FILES3], 0.0)
+    state = with_seq_floors(state, {"m": 7, "f": 0})
+    assert state.rules["m"].seq == 7 and state.rules["f"].seq == 0
+    assert with_seq_floors(state, {"m": 3}).rules["m"].seq == 7
+    _, out = run([MARKER], [synced("d/_SUCCESS", 1.0, first_line="x")], state=state)
+    assert out[0][2] == ("drop-x", "m-8")

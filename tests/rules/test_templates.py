@@ -7,7 +7,7 @@ import pytest
 from agent.api.names import tag_problem
 from agent.config import parse_config
 from agent.errors import ConfigError
-from agent.rules.templates import check_template, render_tag, render_tags
+from agent.rules.templates import check_template, highest_seq, render_tag, render_tags, seq_pattern
 
 # 2026-11-25 13:04:05 UTC
 T = 1795611845.0
@@ -104,3 +104,32 @@ def test_config_refuses_bad_templates_and_globs(rule: dict[str, object], key: st
         parse_config(doc, env={})
     assert info.value.key == key
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("templates", "rule", "tags", "expected"),
+    [
+        (["drop-{date}-{seq}", "latest"], "drop", ["drop-20261126-1", "drop-20261126-12", "latest", "drop-x-9"], 12),
+        (["{rule}-{seq:04d}"], "my rule", ["my-rule-0007", "other-0009"], 7),
+        (["auto {seq}"], "r", ["auto-3", "auto 4"], 3),
+        (["{marker}-{time}-{seq}"], "r", ["run-42-101500-5", "other-101500-x"], 5),
+        (["latest", "drop-{date}"], "r", ["latest", "drop-20261126"], 0),
+        (["drop-{seq}"], "r", [], 0),
+    ],
+)
+def test_highest_seq_reads_back_what_the_templates_rendered(
+    templates: list[str], rule: str, tags: list[str], expected: int
+) -> None:
+    """The largest {seq} a rule's templates could have rendered among the tags; 0 when none or no {seq}."""
+    assert highest_seq(templates, rule, tags) == expected
+
+
+def test_seq_pattern_matches_what_render_tag_makes() -> None:
+    """A tag rendered from a template matches that template's pattern, with the seq as its group."""
+    for template in ("drop-{date}-{seq}", "{rule}_{seq:03d}", "x {marker} {seq}", "{seq}.{seq}"):
+        tag = render_tag(template, rule="nightly job", seq=42, now=1_795_650_000.0, marker="run 7")
+        pattern = seq_pattern(template, "nightly job")
+        assert pattern is not None
+        match = pattern.fullmatch(tag)
+        assert match is not None and int(match.group(1)) == 42, (template, tag)
+    assert seq_pattern("latest", "r") is None
