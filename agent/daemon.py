@@ -319,8 +319,9 @@ class Agent:
             self.engine.request_scan()
 
     def covered(self, request: SnapshotRequest) -> bool:
-        """True when no file under the request's scopes, changed before it was requested, is still pending,
-        and (daemon mode) a full scan started after the request found nothing more to wait for."""
+        """True when no file under the request's scopes, changed before it was requested, is still pending, no
+        file that left the source before it still waits to leave the mount, and (daemon mode) a full scan started
+        after the request found nothing more to wait for."""
         if self.engine is None:
             return False
         cutoff = request.requested_at
@@ -335,7 +336,9 @@ class Agent:
             for scope in request.scopes:
                 if scope == "" or path == scope or path.startswith(scope + "/"):
                     return False
-        return True
+        # a snapshot is of the whole dataset: what left the source before the request leaves the mount first, in
+        # any folder (a producer that rotates drops yesterday's folder, then writes today's and its marker)
+        return all(first_seen > cutoff for first_seen in self.engine.pending_deletes().values())
 
     def _on_queue_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "queue.snapshot_created":

@@ -68,6 +68,11 @@ class SyncEngine(Pipeline):
         """relpath -> first time a not-yet-synced change to it was seen (epoch seconds)."""
         return self._ledger.pending()
 
+    def pending_deletes(self) -> Mapping[str, float]:
+        """relpath -> first time its absence from the source was seen, for files still to delete from the mount
+        (mirror mode; deletes refused by max_delete aside)."""
+        return self._ledger.pending_deletes()
+
     def idle(self) -> bool:
         """Nothing pending, queued, in flight or waiting to be deleted (deletes held by the rail aside)."""
         ledger = self._ledger

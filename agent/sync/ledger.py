@@ -151,6 +151,17 @@ class Ledger:
     def pending(self) -> Mapping[str, float]:
         return self.settler.pending()
 
+    def pending_deletes(self) -> Mapping[str, float]:
+        """Files gone from the source whose delete from the mount is still to come (refused ones aside) -> when
+        their absence was first seen."""
+        if not self.absent:
+            return {}
+        return {
+            rel: watch.first_seen
+            for rel, watch in self.settler.items()
+            if watch.sig is None and rel in self.absent and rel not in self.held
+        }
+
     # -- copies ---------------------------------------------------------------------------------------------
 
     def _enqueue(self, rel: str, sig: FileStat) -> None:

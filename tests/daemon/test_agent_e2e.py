@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -319,3 +320,27 @@ async def test_a_lost_state_folder_neither_refires_old_markers_nor_takes_old_tag
         tag: before[tag] for tag in ("drop-1", "drop-2", "drop-3")
     }
     assert after["latest"] == after["drop-4"]
+
+
+async def test_a_rotating_producer_s_snapshot_no_longer_holds_the_folder_it_deleted(
+    emulator: Any, make_cfg: Any
+) -> None:
+    """Mirror mode: a producer deletes yesterday's folder, then writes today's and its marker; today's snapshot
+    waits for the delete (a snapshot is of the whole dataset), so it holds today's folder only."""
+    cfg = make_cfg(
+        emulator,
+        source__settle="1s",
+        rules=[{"name": "day", "when": {"marker": "_SUCCESS"}, "tags": ["{marker}"]}],
+    )
+    src = cfg.source.path
+    async with running_agent(cfg):
+        write(src, "day1/part.csv", "1\n")
+        write(src, "day1/_SUCCESS", "d1")
+        await wait_for_async(lambda: _has_tags(emulator, {"d1"}), 30, "d1")
+        for day in (2, 3):
+            shutil.rmtree(src / f"day{day - 1}")
+            write(src, f"day{day}/part.csv", f"{day}\n")
+            write(src, f"day{day}/_SUCCESS", f"d{day}")
+            await wait_for_async(lambda day=day: _has_tags(emulator, {f"d{day}"}), 30, f"d{day}")
+            frozen = emulator.mount_root / f"{DATASET}@d{day}"
+            assert sorted(p.name for p in frozen.iterdir()) == [f"day{day}"]

@@ -171,3 +171,22 @@ def test_small_files_pass_big_ones_when_big_workers_are_busy() -> None:
     book2.observe("a-big", fs(8 << 20, 100.0), 200.0)
     book2.observe("b-small", fs(10, 100.0), 200.0)
     assert [j.path for j in book2.take_batch(1, 10, 1 << 20)] == ["a-big"]
+
+
+def test_pending_deletes_name_what_left_the_source_until_it_leaves_the_mount() -> None:
+    """A synced file gone from the source is a pending delete (with when it was first missed) until refused or
+    deleted; in keep mode nothing is."""
+    a, b = fs(1, 1.0, ino=1), fs(2, 1.0, ino=2)
+    led, _ = ledger({"a": row(a), "b": row(b)})
+    assert led.pending_deletes() == {}
+    led.observe("a", None, 10.0)
+    led.observe("b", None, 11.0)
+    assert led.pending_deletes() == {"a": 10.0, "b": 11.0}
+    led.refuse(["b"])
+    assert led.pending_deletes() == {"a": 10.0}
+    led.start_deletes(["a"])
+    led.apply_deletes([("a", None)], 12.0)
+    assert led.pending_deletes() == {}
+    keep, _ = ledger({"a": row(a)}, mirror=False)
+    keep.observe("a", None, 10.0)
+    assert keep.pending_deletes() == {}
