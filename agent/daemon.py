@@ -471,6 +471,7 @@ class Agent:
             assert self.engine is not None and self.queue is not None
             if self.config.server.enabled:
                 self.bound_port = await self._start_server(tg)
+            await self.queue.settle_in_flight()  # before any copy: a snapshot still being taken stays clean
             tg.start_soon(self._watch_signals, tg)
             tg.start_soon(self.queue.run)
             tg.start_soon(self._ticker)
@@ -568,6 +569,7 @@ class Agent:
                     from agent.cli.progress import show_first_sync
 
                     tg.start_soon(show_first_sync, self._sync_status, done.is_set)
+                await self.queue.settle_in_flight()
                 report: SyncReport = await self.engine.sync_once()
                 done.set()  # the bar draws its final count and returns
             self.on_fact(Tick(self.clock()))

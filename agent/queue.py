@@ -237,6 +237,31 @@ class TaskQueue:
             except ApiError as err:
                 await self._failed(job, err)
 
+    async def settle_in_flight(self) -> None:
+        """At start, before any copy: a snapshot an earlier run had the server make may still be being taken (that
+        run was stopped or killed meanwhile). Wait, inside the fence, until each is taken, so no copy of this run
+        lands in it. Only jobs past a create call are looked at; a failed look is reported and ends that wait."""
+        jobs = await self._db(self._store.jobs, (CREATING, TAGGING))
+        jobs = [job for job in jobs if job.snapshot_id is not None or job.create_sends > 0]
+        if not jobs:
+            return
+        async with self._fence():
+            for job in jobs:
+                snapshot_id = job.snapshot_id
+                try:
+                    if snapshot_id is None:
+                        found = await self._find_sent(job)
+                    else:
+                        found = await self._call("get_snapshot", functools.partial(self._look, snapshot_id))
+                except ApiError as err:
+                    self._emit("queue.snapshot_unknown", job_id=job.id, error=redact(str(err)))
+                    continue
+                if found is not None:
+                    await self._until_taken(found)
+
+    async def _look(self, snapshot_id: str) -> Snapshot:
+        return await self._api.get_snapshot(snapshot_id, with_tags=False)
+
     async def _create(self, job: Job) -> None:
         """Create the job's snapshot (or adopt the one an earlier call made) inside the fence: no copy runs in
         the mount from before the call until the server has taken the snapshot."""
@@ -286,7 +311,7 @@ class TaskQueue:
                 return
             await anyio.sleep(self._snapshot_poll)
             try:
-                snap = await self._call("get_snapshot", lambda: self._api.get_snapshot(snapshot.id, with_tags=False))
+                snap = await self._call("get_snapshot", functools.partial(self._look, snapshot.id))
             except ApiError as err:
                 self._emit("queue.snapshot_unknown", snapshot_id=snap.id, error=redact(str(err)))
                 return

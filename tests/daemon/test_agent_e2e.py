@@ -344,3 +344,30 @@ async def test_a_rotating_producer_s_snapshot_no_longer_holds_the_folder_it_dele
             await wait_for_async(lambda day=day: _has_tags(emulator, {f"d{day}"}), 30, f"d{day}")
             frozen = emulator.mount_root / f"{DATASET}@d{day}"
             assert sorted(p.name for p in frozen.iterdir()) == [f"day{day}"]
+
+
+async def test_a_restart_while_the_server_takes_a_snapshot_keeps_new_copies_out_of_it(
+    emulator_factory: Any, make_cfg: Any
+) -> None:
+    """An agent stopped while Domino is still taking its snapshot: the next start waits for that snapshot before
+    it copies anything, so a file written meanwhile is not in it."""
+    emu = await emulator_factory(snapshot_delay=2.0, dialect=Dialect.DOMINO)
+    cfg = make_cfg(emu, rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["drop"]}])
+    src = cfg.source.path
+    async with running_agent(cfg, queue_options={"snapshot_poll": 0.1}):
+        write(src, "b1/part.csv", "1\n")
+        write(src, "b1/_SUCCESS", "")
+
+        async def sent() -> bool:
+            return (await snapshots_of(emu)) != []
+
+        await wait_for_async(sent, 20, "the create call")
+    write(src, "b2/part.csv", "2\n")  # written while the server is still to take the snapshot
+    async with running_agent(cfg, queue_options={"snapshot_poll": 0.1}):
+        await wait_for(lambda: (emu.mount_root / DATASET / "b2" / "part.csv").exists(), 20, "b2 copied after")
+        await wait_for_async(lambda: _has_tags(emu, {"drop"}), 20, "the tag")
+    frozen = emu.mount_root / f"{DATASET}@drop"
+    assert sorted(str(p.relative_to(frozen)) for p in frozen.rglob("*") if p.is_file()) == [
+        "b1/_SUCCESS",
+        "b1/part.csv",
+    ]

@@ -453,3 +453,37 @@ async def test_a_failed_look_at_a_copying_snapshot_ends_the_wait(make_queue: Any
     assert await q.drain(5)
     assert events.of("queue.snapshot_unknown")
     assert api.tags_of(only_snapshot(api)) == {"drop"}
+
+
+async def test_at_start_a_snapshot_still_being_taken_is_waited_for_inside_the_fence(make_queue: Any, api: Any) -> None:
+    """A job an earlier run left past its create call (its snapshot may still be copying on the server) is looked
+    at before anything else: the fence is held until the server reports the snapshot taken."""
+    api.fail["add_tag"] = [ServerError("POST", "/tags", 500, "down")] * 100
+    first = make_queue(snapshot_wait=0, max_attempts=1000, backoff_cap=0.01)
+    first.submit(req("drop", "latest"))
+    assert not await first.drain(0.5)  # stopped while tagging: the snapshot exists, its tags do not
+    snap_id = only_snapshot(api)
+    api.fail["add_tag"] = []
+    api._copying[snap_id] = 3  # the server is still copying it
+    held: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def fence() -> AsyncIterator[None]:
+        held.append("enter")
+        yield
+        held.append(f"exit after {api.calls['get_snapshot']} looks")
+
+    second = make_queue(fence=fence, snapshot_poll=0.01)
+    await second.settle_in_flight()
+    assert held == ["enter", "exit after 4 looks"]
+    assert await second.drain(5)
+    assert api.tags_of(snap_id) == {"drop", "latest"}
+    assert api.calls["create_snapshot"] == 1
+
+
+async def test_at_start_nothing_in_flight_costs_no_call(make_queue: Any, api: Any) -> None:
+    """With no job past a create call, the start-up look makes no API call and takes no fence."""
+    q = make_queue(fence=lambda: pytest.fail("no fence expected"))
+    q.submit(req("waiting"))
+    await q.settle_in_flight()
+    assert sum(api.calls.values()) == 0
