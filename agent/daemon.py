@@ -281,11 +281,29 @@ class Agent:
             self._first_seen.pop(fact.path, None)
         new_state, requests = step(self.rules, self.rules_state, fact)
         if new_state != self.rules_state:  # a quiet tick changes nothing and costs no write
+            self._log_held(self.rules_state, new_state)
             self.rules_state = new_state
             self._rules_dirty = True
         for request in requests:
             self._want_fresh_scan(request.requested_at)
             self._submit(request)
+
+    def _log_held(self, before: RulesState, after: RulesState) -> None:
+        """A trigger held back by its rule's min_interval is said once, with when it may fire."""
+        for rule in self.rules:
+            now_held, was = after.rules.get(rule.name), before.rules.get(rule.name)
+            if now_held is not None and now_held.pending and not (was is not None and was.pending):
+                fires_at = (now_held.last_fired_at or 0.0) + rule.min_interval
+                log.info("rules.held", rule=rule.name, min_interval=rule.min_interval, fires_after=fires_at)
+
+    def held(self) -> list[dict[str, Any]]:
+        """Rules whose trigger waits for min_interval: the rule and when it may fire (a later run fires it)."""
+        out = []
+        for rule in self.rules:
+            st = self.rules_state.rules.get(rule.name)
+            if st is not None and st.pending:
+                out.append({"rule": rule.name, "fires_after": (st.last_fired_at or 0.0) + rule.min_interval})
+        return out
 
     def _submit(self, request: SnapshotRequest) -> int:
         if self.queue is None:
@@ -439,6 +457,7 @@ class Agent:
             "sync": self.engine.status() if self.engine else None,
             "queue": self._queue_status(),
             "rules": [r.name for r in self.rules],
+            "held": self.held(),
             "last_error": self.last_error,
         }
 
@@ -585,6 +604,7 @@ class Agent:
                 "refused_delete": report.refused_delete,
                 "mount_problem": report.mount_problem,
                 "queue": self._queue_status(),
+                "held": self.held(),
             }
             code = 0 if report.ok and drained else 1
             return code, summary

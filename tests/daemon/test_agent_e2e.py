@@ -371,3 +371,26 @@ async def test_a_restart_while_the_server_takes_a_snapshot_keeps_new_copies_out_
         "b1/_SUCCESS",
         "b1/part.csv",
     ]
+
+
+async def test_once_says_which_trigger_min_interval_holds(emulator: Any, make_cfg: Any) -> None:
+    """A second drop within the rule's min_interval is held, not lost: `once` lists it under `held` with when it
+    may fire, and logs rules.held."""
+    from structlog.testing import capture_logs
+
+    from agent.daemon import Agent
+
+    cfg = make_cfg(
+        emulator, rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["d-{seq}"], "min_interval": "1h"}]
+    )
+    write(cfg.source.path, "a/_SUCCESS", "")
+    code, summary = await Agent(cfg, env={}).once(drain_timeout=60)
+    assert code == 0 and summary["held"] == []
+    write(cfg.source.path, "b/_SUCCESS", "")
+    with capture_logs() as logs:
+        code, summary = await Agent(cfg, env={}).once(drain_timeout=60)
+    assert code == 0
+    assert [entry["rule"] for entry in summary["held"]] == ["drop"]
+    assert summary["held"][0]["fires_after"] > time.time() + 3000
+    assert any(entry["event"] == "rules.held" for entry in logs)
+    assert len(await snapshots_of(emulator)) == 1
