@@ -68,3 +68,41 @@ def test_same_bytes_and_first_line(src: Path) -> None:
         assert first_line(fd) == "run-7"
     finally:
         os.close(fd)
+
+
+def _sparse_file(path: Path, size: int, regions: list[tuple[int, bytes]]) -> None:
+    with path.open("wb") as handle:
+        handle.truncate(size)
+        for offset, data in regions:
+            handle.seek(offset)
+            handle.write(data)
+
+
+@pytest.mark.parametrize("refuse_kernel_copy", [False, True])
+def test_a_sparse_file_keeps_its_holes(
+    src: Path, mnt: Path, monkeypatch: pytest.MonkeyPatch, refuse_kernel_copy: bool
+) -> None:
+    """A sparse file is copied region by region: same bytes, same size, and about as few blocks as the source
+    (holes in the middle and at the end stay holes), also when the kernel copy is refused."""
+    size = 64 << 20
+    regions = [(0, b"head"), (10 << 20, os.urandom(1 << 20)), (40 << 20, b"middle")]
+    _sparse_file(src / "sparse", size, regions)
+    if refuse_kernel_copy:
+
+        def refuse(*args: object) -> int:
+            raise OSError(errno.EXDEV, "cross-device")
+
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    assert copy_with_stream(src / "sparse", mnt / "sparse", size=size) == size
+    assert (mnt / "sparse").stat().st_size == size
+    assert same_bytes(os.open(src / "sparse", os.O_RDONLY), str(mnt / "sparse"))
+    allocated = (mnt / "sparse").stat().st_blocks * 512
+    assert allocated < 4 * (src / "sparse").stat().st_blocks * 512 + (1 << 20), allocated
+
+
+def test_a_sparse_file_that_shrinks_during_the_copy_comes_back_short(src: Path, mnt: Path) -> None:
+    """A sparse file cut shorter than the size asked for is reported short (the caller settles it again)."""
+    size = 8 << 20
+    _sparse_file(src / "cut", size, [(0, b"a"), (6 << 20, b"b" * 4096)])
+    os.truncate(src / "cut", 6 << 20)  # the data region at 6 MiB is gone; the size asked for is still 8 MiB
+    assert copy_with_stream(src / "cut", mnt / "cut", size=size) < size
