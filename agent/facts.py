@@ -20,8 +20,8 @@ class FileChanged:
 class FileSynced:
     """`path` is now in the mount with `size` bytes. `first_line` is set for marker files. `moved_from` is set when
     the file was renamed inside the mount from that path (no bytes were copied; a `FileDeleted` with `moved_to`
-    goes with it). `adopted` when the mount already held these exact bytes and nothing was written: the agent met
-    a file it has no record of (a new state folder over a filled mount), so it is no new data for the rules."""
+    goes with it). `adopted` when the mount already held these exact bytes, nothing was written, and the agent had
+    no record of the file (a new state folder over a filled mount): no new data for the rules."""
 
     path: str
     size: int

@@ -237,6 +237,7 @@ class Ledger:
         row = result.row
         stat = result.stat
         assert row is not None and stat is not None
+        had_row = rel in self.rows
         if result.moved_from is not None:
             old = result.moved_from
             self._forget_row(old)
@@ -249,8 +250,10 @@ class Ledger:
         self.failures.pop(rel, None)
         self.counters.copies += 1
         self.counters.bytes += result.bytes
-        adopted = result.outcome is Outcome.ADOPTED
-        self.on_fact(FileSynced(rel, stat.size, now, result.first_line, moved_from=result.moved_from, adopted=adopted))
+        # found: the bytes were there and the agent had no record of them (a claimed intent of a killed agent has
+        # a row: its file is the agent's own work, and its facts, a marker's trigger among them, come now)
+        found = result.outcome is Outcome.ADOPTED and not had_row
+        self.on_fact(FileSynced(rel, stat.size, now, result.first_line, moved_from=result.moved_from, adopted=found))
         watch = self.settler.get(rel)
         if watch is None or (watch.sig is not None and not differs(row, watch.sig)):
             self.settler.forget(rel)

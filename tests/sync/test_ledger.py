@@ -190,3 +190,19 @@ def test_pending_deletes_name_what_left_the_source_until_it_leaves_the_mount() -
     keep, _ = ledger({"a": row(a)}, mirror=False)
     keep.observe("a", None, 10.0)
     assert keep.pending_deletes() == {}
+
+
+def test_a_found_file_is_adopted_but_a_claimed_one_is_the_agent_s_own() -> None:
+    """A file the mount already held that the agent has no row for is synced as `adopted` (no new data for the
+    rules); one whose row was claimed from a killed agent's intent (inode 0) is its own work: not adopted."""
+    f = fs(10, 100.0, ino=5)
+    found, facts = ledger()
+    found.observe("a", f, 200.0)
+    jobs = found.take_batch(4, 256, 1 << 20)
+    found.apply(jobs, [CopyResult("a", Outcome.ADOPTED, stat=f)], 201.0)
+    assert facts[-1] == FileSynced("a", 10, 201.0, None, adopted=True)
+    claimed, facts = ledger({"a": make_row(10, f.mtime_ns, 0, f.mode)})
+    claimed.observe("a", f, 200.0)
+    jobs = claimed.take_batch(4, 256, 1 << 20)
+    claimed.apply(jobs, [CopyResult("a", Outcome.ADOPTED, stat=f)], 201.0)
+    assert facts[-1] == FileSynced("a", 10, 201.0, None, adopted=False)
