@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -78,6 +79,7 @@ def _share(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(_duration)]
 Size = Annotated[int, BeforeValidator(_size)]
 Share = Annotated[float, BeforeValidator(_share)]
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]  # `~` is the home folder, as in a shell
 
 
 class _Model(BaseModel):
@@ -85,7 +87,7 @@ class _Model(BaseModel):
 
 
 class SourceConfig(_Model):
-    path: Path
+    path: UserPath
     settle: Duration = 2.0
     ignore: tuple[str, ...] = DEFAULT_IGNORE
     delete: Literal["mirror", "keep"] = "mirror"
@@ -112,7 +114,7 @@ class GrantConfig(_Model):
 
 
 class DatasetConfig(_Model):
-    mount: Path | None = None
+    mount: UserPath | None = None
     id: str | None = None
     name: str | None = None
     project_id: str | None = None
@@ -131,18 +133,18 @@ class DatasetConfig(_Model):
 class EmulatorConfig(_Model):
     """Settings of the in-process emulator used when `domino.url` is `embedded`."""
 
-    data_dir: Path = Path(".domino-sync/emulator")
-    mount_root: Path | None = None
+    data_dir: UserPath = Path(".domino-sync/emulator")
+    mount_root: UserPath | None = None
     dialect: Dialect = Dialect.SEED
 
 
 class DominoConfig(_Model):
     url: str | None = None  # None: DOMINO_API_HOST, else "embedded"
     api_key: str | None = Field(default=None, repr=False)
-    token_file: Path | None = None
+    token_file: UserPath | None = None
     api_proxy: str | None = None
     dialect: Literal["auto", "seed", "domino"] = "auto"
-    ca_bundle: Path | None = None
+    ca_bundle: UserPath | None = None
     requests_per_second: float = Field(default=10.0, gt=0)
     burst: int = Field(default=10, ge=1)
     max_concurrency: int = Field(default=4, ge=1, le=256)
@@ -285,7 +287,7 @@ class Config(_Model):
     source: SourceConfig
     dataset: DatasetConfig
     domino: DominoConfig = DominoConfig()
-    state_dir: Path = Path(".domino-sync/state")
+    state_dir: UserPath = Path(".domino-sync/state")
     rules: tuple[RuleConfig, ...] = ()
     server: ServerConfig = ServerConfig()
     shutdown_timeout: Duration = 20.0
@@ -310,6 +312,9 @@ ENV_KEYS: Mapping[str, str] = {
 }
 
 
+CREDENTIALS = ("api_key", "token_file", "api_proxy")
+
+
 def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     """Validate a decoded YAML document, fill `domino.*` from the environment, or raise ConfigError."""
     if not isinstance(data, Mapping):
@@ -319,7 +324,12 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     domino = data.get("domino") or {}
     if isinstance(domino, Mapping):
         domino = dict(domino)
+        # credentials go as one: a key, token file or proxy in the file wins over every one of the environment
+        # (a Domino workspace always sets DOMINO_API_PROXY, which must not displace the key the config names)
+        credential_in_file = any(domino.get(key) is not None for key in CREDENTIALS)
         for var, key in ENV_KEYS.items():
+            if key in CREDENTIALS and credential_in_file:
+                continue
             if domino.get(key) is None and env.get(var):
                 domino[key] = env[var]
         data["domino"] = domino
@@ -329,6 +339,13 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
         raise _first_error(exc, data) from None
     if config.dataset.mount is not None:
         check_mount_overlap(config, config.dataset.mount)
+        if config.domino.url is None:  # the embedded emulator by default: it never sees this mount
+            raise ConfigError(
+                "domino.url",
+                None,
+                "the Domino API address (or DOMINO_API_HOST) for a config that names dataset.mount; `embedded` runs "
+                "the local emulator, which serves its own folders",
+            )
     return config
 
 

@@ -508,20 +508,17 @@ class Agent:
             await self.engine.run()
 
     async def _start_server(self, tg: anyio.abc.TaskGroup) -> int:
-        ready = anyio.Event()
-        port_box: list[int] = []
-
+        """Serve the HTTP endpoints in `tg`; the bound port. A port that cannot be had is the caller's error
+        (a ConfigError naming server.listen), not one inside the task group."""
         from agent.server import serving  # aiohttp's server side: only daemon mode serves
 
-        async def serve() -> None:
+        async def serve(*, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
             async with serving(self, self.config.server.host, self.listen_port) as port:
-                port_box.append(port)
-                ready.set()
+                task_status.started(port)
                 await anyio.sleep_forever()
 
-        tg.start_soon(serve)
-        await ready.wait()
-        return port_box[0]
+        port: int = await tg.start(serve)
+        return port
 
     async def _ticker(self) -> None:
         while True:

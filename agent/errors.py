@@ -14,7 +14,8 @@
     │   └── ProtocolError           an answer the client cannot understand
     ├── MountError                  the dataset mount is missing, not a folder, not writable, full
     ├── SourceError                 the source folder cannot be read
-    └── StateError                  the state database cannot be opened or written
+    ├── StateError                  the state database cannot be opened or written
+    └── NoAgentError                no running agent answers on the config's server address
 
 Library exceptions (aiohttp.ClientError, OSError, sqlite3.Error) are translated into these where they
 enter; nothing else escapes into the core. Messages never contain an API key or a token.
@@ -115,3 +116,7 @@ class SourceError(AgentError):
 
 class StateError(AgentError):
     """The state database cannot be opened or written."""
+
+
+class NoAgentError(AgentError):
+    """No running agent answers on the config's server address (or the config turns the server off)."""

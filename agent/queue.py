@@ -10,9 +10,10 @@
   one create call plus one call per tag.
 - Jobs run strictly in order, one API call at a time, so a moving tag (`latest`) ends on the newest snapshot.
   The client's token bucket paces the calls; this module adds no limiter of its own.
-- Failures: retryable ApiErrors (429, 5xx, network) wait `backoff_delay` (at least the server's Retry-After),
-  persisted as `next_attempt_at`; after `max_attempts` consecutive failures, or at once on a non-retryable
-  error (400, 401, 403, 404), the job is parked as a dead letter until `retry_dead`.
+- Failures: retryable ApiErrors (429, 5xx, network) and 401 (credentials can heal: a token file rotated) wait
+  `backoff_delay` (at least the server's Retry-After), persisted as `next_attempt_at`; after `max_attempts`
+  consecutive failures, or at once on an error that will not heal (400, 403, 404), the job is parked as a dead
+  letter until `retry_dead`.
 - Crash safety: `create_sends` (and `last_sent_at`) are written on disk before every create call and the
   snapshot id right after the answer (shielded from cancellation). A job found in `creating` with
   `create_sends > 0` and no snapshot id (after kill -9, a timeout or a 5xx) looks at the server, again and
@@ -43,7 +44,7 @@ import anyio.to_thread
 from agent.api.models import Dialect, Snapshot, SnapshotStatus
 from agent.api.protocol import DatasetsApi
 from agent.backoff import backoff_delay
-from agent.errors import ApiError, ConflictError, NetworkError, NotFoundError
+from agent.errors import ApiError, AuthenticationError, ConflictError, NetworkError, NotFoundError
 from agent.failpoints import failpoint
 from agent.logs import get_logger, redact
 from agent.queue_store import CREATING, DEAD, TAGGING, WAITING, Job, QueueStore
@@ -383,7 +384,10 @@ class TaskQueue:
             await self._db(functools.partial(self._store.retry_later, untagged=True), job.id, attempts, now, message)
             self._emit("queue.retry", job_id=job.id, attempt=attempts, delay=0.0, error=message, status=err.status)
             return
-        if not err.retryable or attempts >= self._max_attempts:
+        # a 401 can heal without us (a token file rotated, a key fixed in the environment of a proxy): retried
+        # with backoff like a 5xx, so a snapshot is not parked for good on the first refusal
+        healing = err.retryable or isinstance(err, AuthenticationError)
+        if not healing or attempts >= self._max_attempts:
             await self._db(self._store.bury, job.id, attempts, message, now)
             self._emit(
                 "queue.dead_letter", job_id=job.id, tags=list(job.request.tags), attempts=attempts, error=message

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from yarl import URL
 
@@ -68,6 +69,7 @@ class ClientSettings:
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(name, value, "a whole number >= 1")
         register_secret(self.api_key)
+        register_secret(urlsplit(self.url).password)  # https://user:password@host: the password never shows
 
     @property
     def credential_kind(self) -> Literal["proxy", "token_file", "api_key", "none"]:

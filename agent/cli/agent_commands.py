@@ -11,8 +11,8 @@ import anyio
 import click
 
 from agent.config import Config, load_config
-from agent.errors import AgentError
-from agent.logs import configure_logging
+from agent.errors import AgentError, NoAgentError
+from agent.logs import configure_logging, redact
 
 CONFIG_OPTION = click.option(
     "--config", "-c", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -94,7 +94,7 @@ def check(ctx: click.Context, config_path: Path) -> None:
     results = anyio.run(run_checks, config)
     failed = False
     for name, ok, detail in results:
-        click.echo(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        click.echo(redact(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}"))
         failed = failed or not ok
     sys.exit(1 if failed else 0)
 
@@ -109,6 +109,11 @@ def _agent_url(config: Config) -> str:
 async def _call_agent(config: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     import aiohttp  # only the commands that talk to a running agent need an HTTP client
 
+    if not config.server.enabled:
+        raise NoAgentError(
+            "this config turns the agent's HTTP server off (server.enabled: false), and status, snapshot and retry "
+            "talk to a running agent through it: enable it to use them"
+        )
     url = _agent_url(config) + path
     timeout = aiohttp.ClientTimeout(total=10)
     try:
@@ -118,7 +123,7 @@ async def _call_agent(config: Config, method: str, path: str, body: dict[str, An
                 raise AgentError(f"{method} {url}: HTTP {resp.status}: {data.get('error', data)}")
             return data
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise AgentError(
+        raise NoAgentError(
             f"no agent answers at {_agent_url(config)} ({exc.__class__.__name__}); is `domino-sync run` running "
             "with this config?"
         ) from None
@@ -156,11 +161,34 @@ def snapshot(ctx: click.Context, config_path: Path, tags: tuple[str, ...]) -> No
 @click.option("--id", "job_id", type=int, default=None, help="One dead letter's id (default: all of them).")
 @click.pass_context
 def retry(ctx: click.Context, config_path: Path, job_id: int | None) -> None:
-    """Requeue dead letters (jobs parked after failing) in the running agent."""
+    """Requeue dead letters (jobs parked after failing): in the running agent, or, when none runs, in the state
+    folder, for the next `once` or `run` to send."""
     config = _load(ctx, config_path)
     body = {} if job_id is None else {"id": job_id}
-    data = anyio.run(_call_agent, config, "POST", "/dead-letters/retry", body)
+    try:
+        data = anyio.run(_call_agent, config, "POST", "/dead-letters/retry", body)
+    except NoAgentError:  # no agent runs (a `once` loop): requeue in the state folder, for the next run to send
+        data = _retry_in_state(config, job_id)
     click.echo(json.dumps(data))
+
+
+def _retry_in_state(config: Config, job_id: int | None) -> dict[str, Any]:
+    """Requeue dead letters straight in the state DB, under the state folder's lock (so no agent is running)."""
+    from agent.queue_store import QueueStore
+    from agent.statelock import state_lock
+
+    db = config.state_dir / "state.db"
+    if not db.exists():
+        raise AgentError(f"no state DB at {db}: nothing was ever queued with this config")
+    with state_lock(config.state_dir):
+        store = QueueStore(db)
+        try:
+            count = store.revive(job_id)
+        finally:
+            store.close()
+    if job_id is not None and count == 0:
+        raise AgentError(f"no dead letter with id {job_id} (`domino-sync status` lists them)")
+    return {"requeued": count, "in": "state_dir", "sent_by": "the next `domino-sync once` or `run`"}
 
 
 COMMANDS: list[click.Command] = [run, once, check, status, snapshot, retry]

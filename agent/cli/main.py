@@ -80,10 +80,29 @@ def main(argv: list[str] | None = None) -> None:
         fail(exc, 1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except ExceptionGroup as group:  # a task group's: one AgentError inside is that error
+        sole = _sole(group)
+        if isinstance(sole, AgentError):
+            fail(sole, 2 if isinstance(sole, ConfigError) else 1)
+        _internal(group)
     except Exception as exc:  # a bug of ours: one line, not a traceback; `--log-level debug` logs where it was
-        get_logger("agent.cli").debug("cli.internal_error", exc_info=True)
-        fail(f"internal error: {exc.__class__.__name__}: {exc} (please report it; --log-level debug shows where)", 1)
+        _internal(exc)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _internal(exc: BaseException) -> None:
+    get_logger("agent.cli").debug("cli.internal_error", exc_info=True)
+    fail(f"internal error: {exc.__class__.__name__}: {exc} (please report it; --log-level debug shows where)", 1)
+
+
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception nested groups wrap, or the group itself when there are several."""
+    while len(group.exceptions) == 1:
+        inner = group.exceptions[0]
+        if not isinstance(inner, BaseExceptionGroup):
+            return inner
+        group = inner
+    return group
 
 
 def fail(exc: BaseException | str, code: int) -> Any:

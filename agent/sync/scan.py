@@ -230,7 +230,7 @@ class Walker:
         return out
 
     def missing(self, result: ScanResult, known: Mapping[str, Row]) -> list[str]:
-        """Known paths the walk did not meet, except under folders it could not read.
+        """Known paths the walk did not meet, except under folders it could not read and paths ignored now.
 
         Without `seen_all` the walk only counted, per folder, the files that matched their row: when the counts
         add up nothing is missing; otherwise the folders that came up short are listed again (cheaply: no stat
@@ -260,6 +260,8 @@ class Walker:
                         names = present[folder]
                         if names is not None and name not in names:  # None: cannot tell now, keep it
                             gone.append(path)
+        # a file that is ignored now (a pattern added since it was synced) is not gone: its copy stays as it is
+        gone = [path for path in gone if not self.excluded(path)]
         if not result.unreadable:
             return gone
         return [path for path in gone if not under_any(path, result.unreadable)]

@@ -104,7 +104,7 @@ def test_load_config_reports_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def _paths(tmp_path: Path, source: Path, mount: Path, state: Path | None = None) -> dict[str, Any]:
-    doc = with_(source__path=str(source), dataset__mount=str(mount))
+    doc = with_(source__path=str(source), dataset__mount=str(mount), domino__url="https://domino.example")
     doc["state_dir"] = str(state or tmp_path / "state")
     return doc
 
@@ -201,3 +201,37 @@ def test_a_bad_duration_says_a_bare_number_is_seconds(value: Any) -> None:
         parse_config(with_(source__settle=value), env={})
     assert info.value.key == "source.settle"
     assert str(info.value).endswith("expected a duration such as 200ms, 2s, 10m or 1h (a bare number is seconds)")
+
+
+@pytest.mark.parametrize("named", ["api_key", "token_file", "api_proxy"])
+def test_a_credential_in_the_file_takes_none_from_the_environment(named: str) -> None:
+    """A key, token file or proxy named in the config wins over all three of the environment (a Domino workspace
+    always sets DOMINO_API_PROXY); the address still comes from DOMINO_API_HOST."""
+    value = {"api_key": "k-file", "token_file": "/run/token", "api_proxy": "http://proxy.local"}[named]
+    env = {
+        "DOMINO_API_HOST": "https://d.example",
+        "DOMINO_USER_API_KEY": "k-env",
+        "DOMINO_TOKEN_FILE": "/env/token",
+        "DOMINO_API_PROXY": "http://env-proxy",
+    }
+    cfg = parse_config(with_(**{f"domino__{named}": value}), env=env)
+    got = {key: getattr(cfg.domino, key) for key in ("api_key", "token_file", "api_proxy")}
+    expected = Path(value) if named == "token_file" else value
+    assert {key: v for key, v in got.items() if v is not None} == {named: expected}
+    assert cfg.domino.url == "https://d.example"
+
+
+def test_without_a_credential_in_the_file_the_environment_gives_them() -> None:
+    """With none in the file, every credential of the environment is taken (the client picks proxy, file, key)."""
+    env = {"DOMINO_USER_API_KEY": "k-env", "DOMINO_API_PROXY": "http://env-proxy"}
+    cfg = parse_config(BASE, env=env)
+    assert (cfg.domino.api_key, cfg.domino.api_proxy) == ("k-env", "http://env-proxy")
+
+
+def test_a_tilde_is_the_home_folder_in_every_path() -> None:
+    """`~` in source.path, dataset.mount and state_dir means the home folder, as in a shell."""
+    doc = with_(source__path="~/outbox", dataset__mount="~/mnt/d", domino__url="https://d.example")
+    doc["state_dir"] = "~/state"
+    cfg = parse_config(doc, env={})
+    home = Path.home()
+    assert (cfg.source.path, cfg.dataset.mount, cfg.state_dir) == (home / "outbox", home / "mnt/d", home / "state")

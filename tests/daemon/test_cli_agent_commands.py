@@ -97,3 +97,69 @@ async def test_snapshot_command_and_dead_letter_retry(emulator: Any, tmp_path: P
         await wait_for(lambda: agent.status()["last_error"] is None, 10, "the healed error to clear")
         metrics = agent.metrics_text().decode()
         assert "domino_sync_tags_total 2.0" in metrics  # by-cli and refused: each the create call's own tag
+
+
+async def test_retry_without_a_running_agent_requeues_in_the_state_folder(emulator: Any, tmp_path: Path) -> None:
+    """In a `once` loop no agent runs: `retry` requeues the dead letter in state_dir and the next `once` sends it."""
+    path = _write_config(emulator, tmp_path, server={"enabled": False})
+    write(tmp_path / "src", "a.txt", "a")
+    cfg = make_config(emulator, tmp_path)
+    refused = await _cli("once", "--config", str(path), key="key-nobody")  # the bootstrap fails: nothing queued
+    assert refused.returncode == 1
+    first = await _cli("once", "--config", str(path))
+    assert first.returncode == 0, first.stderr.decode()
+    from agent.api.client import ClientSettings, DatasetsClient
+
+    async with DatasetsClient(ClientSettings(url=emulator.url, api_key="key-alice")) as alice:
+        dataset = await alice.find_dataset(DATASET, None)
+        await alice.add_grant(dataset.id, "bob", Role.ADMIN)
+    async with DatasetsClient(ClientSettings(url=emulator.url, api_key="key-bob")) as bob:
+        await bob.add_grant(dataset.id, "alice", Role.READ)
+        write(tmp_path / "src", "d/_SUCCESS", "")
+        doc = yaml.safe_load(path.read_text())
+        doc["rules"] = [{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["later"]}]
+        path.write_text(yaml.safe_dump(doc))
+        parked = await _cli("once", "--config", str(path))
+        assert parked.returncode == 1 and "dead_letters" in parked.stdout.decode(), parked.stderr.decode()
+        await bob.add_grant(dataset.id, "alice", Role.ADMIN)
+    unknown = await _cli("retry", "--config", str(path), "--id", "4242")
+    assert unknown.returncode == 1 and "no dead letter with id 4242" in unknown.stderr.decode()
+    retried = await _cli("retry", "--config", str(path))
+    assert retried.returncode == 0, retried.stderr.decode()
+    assert json.loads(retried.stdout)["requeued"] == 1
+    sent = await _cli("once", "--config", str(path))
+    assert sent.returncode == 0, sent.stdout.decode()
+    assert (emulator.mount_root / f"{DATASET}@later" / "d" / "_SUCCESS").exists()
+    assert cfg.state_dir.exists()
+
+
+async def test_status_says_when_the_config_turns_the_server_off(emulator: Any, tmp_path: Path) -> None:
+    """`status` with server.enabled false explains that it needs the HTTP server, instead of 'no agent answers'."""
+    path = _write_config(emulator, tmp_path, server={"enabled": False})
+    shown = await _cli("status", "--config", str(path))
+    assert shown.returncode == 1
+    assert "server.enabled: false" in shown.stderr.decode()
+
+
+async def test_a_busy_port_is_one_line_naming_server_listen(emulator: Any, tmp_path: Path) -> None:
+    """`run` on a port already taken stops with one line naming server.listen, exit 1, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = _write_config(emulator, tmp_path, server={"listen": f"127.0.0.1:{port}"})
+        with anyio.fail_after(60):
+            ran = await _cli("run", "--config", str(path))
+    err = ran.stderr.decode()
+    assert ran.returncode == 1, err
+    assert "error: server.listen: cannot listen" in err and "internal error" not in err and "Traceback" not in err
+
+
+async def test_a_password_in_the_api_url_never_shows(emulator: Any, tmp_path: Path) -> None:
+    """`check` and the logs show a URL's password as ***."""
+    url = emulator.url.replace("http://", "http://bob:Secr3tPassw0rd@")
+    path = _write_config(emulator, tmp_path, domino={"url": url, "api_key": "key-alice"})
+    shown = await _cli("--log-level", "debug", "check", "--config", str(path))
+    text = shown.stdout.decode() + shown.stderr.decode()
+    assert "Secr3tPassw0rd" not in text
+    assert "bob:***@" in text

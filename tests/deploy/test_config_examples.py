@@ -10,6 +10,11 @@ import yaml
 
 from agent.api.names import tag_problem
 from agent.config import Config, CronWhen, EveryWhen, MarkerWhen, QuietWhen, load_config
+from agent.errors import ConfigError
+
+HOST = {
+    "DOMINO_API_HOST": "https://domino.example.com"
+}  # the examples take the API address from the environment, as deployed
 
 EXAMPLES = ("local.yaml", "host-service.yaml", "kubernetes-sidecar.yaml", "marker-drops.yaml", "schedule.yaml")
 CONFIG = Path(__file__).resolve().parents[2] / "config"
@@ -19,7 +24,7 @@ SAMPLE = {"rule": "drop", "seq": "42", "date": "20261125", "time": "134501", "ma
 
 
 def load(name: str) -> Config:
-    return load_config(CONFIG / name, env={})
+    return load_config(CONFIG / name, env=HOST)
 
 
 def test_every_example_has_its_own_test() -> None:
@@ -60,7 +65,7 @@ def test_host_service_example_fits_the_systemd_unit() -> None:
     assert cfg.server.listen == "127.0.0.1:9464"
     assert cfg.shutdown_timeout == 20.0
     assert cfg.log.format == "json"
-    assert cfg.domino.url is None
+    assert cfg.domino.url == HOST["DOMINO_API_HOST"]  # the file names none: the environment's is used
     env = {"DOMINO_API_HOST": "https://domino.example.com", "DOMINO_USER_API_KEY": "k-host"}
     from_env = load_config(CONFIG / "host-service.yaml", env=env)
     assert (from_env.domino.url, from_env.domino.api_key) == ("https://domino.example.com", "k-host")
@@ -75,7 +80,7 @@ def test_kubernetes_sidecar_example_listens_for_the_kubelet() -> None:
     assert cfg.source.path == Path("/outbox")
     assert cfg.dataset.name
     assert cfg.dataset.mount == Path("/mnt/data") / cfg.dataset.name
-    assert cfg.domino.url is None
+    assert cfg.domino.url == HOST["DOMINO_API_HOST"]  # the file names none: the environment's is used
     assert cfg.log.format == "json"
 
 
@@ -132,3 +137,10 @@ def test_tag_templates_render_to_valid_tags(name: str) -> None:
             assert not unknown, f"{rule.name}: unknown placeholder(s) {unknown} in {template!r}"
             rendered = template.format_map(SAMPLE)
             assert tag_problem(rendered) is None, f"{rule.name}: {template!r} renders to {rendered!r}"
+
+
+def test_a_config_naming_a_mount_needs_an_api_address() -> None:
+    """Without domino.url or DOMINO_API_HOST a config naming dataset.mount is a config error naming domino.url,
+    not a run against the embedded emulator (which never sees that mount)."""
+    with pytest.raises(ConfigError, match=r"^config: domino.url: .*DOMINO_API_HOST"):
+        load_config(CONFIG / "host-service.yaml", env={})

@@ -15,6 +15,10 @@ import yaml
 
 from agent.config import Config, load_config, parse_config
 
+HOST = {
+    "DOMINO_API_HOST": "https://domino.example.com"
+}  # the examples take the API address from the environment, as deployed
+
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate)"
 )
@@ -64,7 +68,7 @@ def workloads() -> list[Doc]:
 
 def sidecar_config() -> Config:
     configmap = one("configmap.yaml", "ConfigMap")
-    return parse_config(yaml.safe_load(configmap["data"]["config.yaml"]), env={})
+    return parse_config(yaml.safe_load(configmap["data"]["config.yaml"]), env=HOST)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -189,7 +193,7 @@ def test_configmap_config_validates_and_matches_the_example() -> None:
     embedded = yaml.safe_load(configmap["data"]["config.yaml"])
     example = yaml.safe_load((REPO / "config" / "kubernetes-sidecar.yaml").read_text(encoding="utf-8"))
     assert embedded == example
-    assert sidecar_config() == load_config(REPO / "config" / "kubernetes-sidecar.yaml", env={})
+    assert sidecar_config() == load_config(REPO / "config" / "kubernetes-sidecar.yaml", env=HOST)
 
 
 @pytest.mark.parametrize("workload", workloads(), ids=lambda w: w["kind"])

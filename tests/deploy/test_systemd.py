@@ -17,6 +17,8 @@ import pytest
 
 from agent.config import load_config
 
+HOST = {"DOMINO_API_HOST": "https://domino.example.com"}  # the examples read the API address from there
+
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "deploy" / "systemd" / "domino-sync.service"
 ENV_EXAMPLE = REPO / "deploy" / "systemd" / "domino-sync.env.example"
@@ -150,7 +152,7 @@ def test_service_runs_the_agent_and_restarts_on_failure(service: dict[str, list[
 
 def test_stop_timeout_outlasts_the_agents_drain(service: dict[str, list[str]]) -> None:
     """TimeoutStopSec is longer than the host config's shutdown_timeout, so SIGKILL never cuts a clean drain."""
-    cfg = load_config(REPO / "config" / "host-service.yaml", env={})
+    cfg = load_config(REPO / "config" / "host-service.yaml", env=HOST)
     assert seconds(value(service, "TimeoutStopSec")) > cfg.shutdown_timeout >= 20
 
 
@@ -170,7 +172,7 @@ def test_hardening_directives_are_set(service: dict[str, list[str]]) -> None:
 
 def test_writable_paths_are_the_host_configs(service: dict[str, list[str]]) -> None:
     """ReadWritePaths names the host config's source and mount; its state_dir is the unit's StateDirectory."""
-    cfg = load_config(REPO / "config" / "host-service.yaml", env={})
+    cfg = load_config(REPO / "config" / "host-service.yaml", env=HOST)
     writable = {Path(path.lstrip("-")) for entry in service["ReadWritePaths"] for path in entry.split()}
     assert cfg.dataset.mount is not None
     assert {cfg.source.path, cfg.dataset.mount} <= writable
@@ -212,6 +214,7 @@ else:
 import aiohttp, anyio, click, croniter, pathspec, prometheus_client, pydantic, structlog, watchfiles
 import yaml
 import agent.cli.main, agent.config
+
 assert sqlite3.connect(":memory:").execute("select 1").fetchone() == (1,)
 print("ok")
 """

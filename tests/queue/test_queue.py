@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from agent.api.models import Dialect
-from agent.errors import PermissionDeniedError, RateLimitedError, ServerError
+from agent.errors import AuthenticationError, PermissionDeniedError, RateLimitedError, ServerError
 from agent.queue_store import QueueStore
 from agent.rules.engine import SnapshotRequest
 
@@ -487,3 +487,13 @@ async def test_at_start_nothing_in_flight_costs_no_call(make_queue: Any, api: An
     q.submit(req("waiting"))
     await q.settle_in_flight()
     assert sum(api.calls.values()) == 0
+
+
+async def test_a_401_is_retried_as_credentials_can_heal(make_queue: Any, api: Any, events: Any) -> None:
+    """A refused key or token (401) waits and tries again, as a rotated token file heals it; no dead letter."""
+    api.fail["create_snapshot"] = [AuthenticationError("POST", "/snapshots", 401, "bad token")] * 2
+    q = make_queue()
+    q.submit(req("drop"))
+    assert await q.drain(5)
+    assert len(events.of("queue.retry")) == 2 and events.of("queue.retry")[0]["status"] == 401
+    assert api.tags_of(only_snapshot(api)) == {"drop"}
