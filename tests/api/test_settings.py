@@ -47,7 +47,8 @@ def test_from_env_rejects_unknown_overrides() -> None:
 
 
 def test_from_config_uses_the_domino_section() -> None:
-    """The config's domino section (file over environment) becomes the client's settings."""
+    """The config's domino section (file over environment; a credential in the file takes none from the
+    environment) becomes the client's settings."""
     cfg = parse_config(
         {
             "source": {"path": "in"},
@@ -57,9 +58,9 @@ def test_from_config_uses_the_domino_section() -> None:
         env={"DOMINO_USER_API_KEY": "key-from-env-0001", "DOMINO_TOKEN_FILE": "/t"},
     )
     s = ClientSettings.from_config(cfg.domino, "http://127.0.0.1:9000")
-    assert s.api_key == "key-from-file-0001" and s.token_file == Path("/t")
+    assert s.api_key == "key-from-file-0001" and s.token_file is None
     assert (s.dialect, s.burst, s.timeout, s.url) == ("seed", 3, 5.0, "http://127.0.0.1:9000")
-    assert s.credential_kind == "token_file"
+    assert s.credential_kind == "api_key"
 
 
 def test_repr_hides_the_key() -> None:
