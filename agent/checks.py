@@ -33,6 +33,8 @@ async def run_checks(config: Config) -> list[CheckResult]:
     source = config.source.path
     if source.is_dir() and os.access(source, os.R_OK | os.X_OK):
         results.append(("source", True, str(source)))
+    elif config.source.create and not source.exists() and _creatable(source):
+        results.append(("source", True, f"{source} will be created (source.create)"))
     else:
         results.append(("source", False, f"{source} is not a readable folder"))
     agent = Agent(config)
@@ -86,3 +88,11 @@ async def run_checks(config: Config) -> list[CheckResult]:
         ok = os.access(parent, os.W_OK)
         results.append(("state_dir", ok, f"{state} will be created" if ok else f"cannot create {state}"))
     return results
+
+
+def _creatable(path: Path) -> bool:
+    """The nearest existing folder above `path` lets us create what is missing under it."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+    return False

@@ -163,3 +163,15 @@ async def test_a_password_in_the_api_url_never_shows(emulator: Any, tmp_path: Pa
     text = shown.stdout.decode() + shown.stderr.decode()
     assert "Secr3tPassw0rd" not in text
     assert "bob:***@" in text
+
+
+async def test_check_accepts_a_missing_source_the_agent_will_create(emulator: Any, tmp_path: Path) -> None:
+    """With source.create a missing source is fine for `check` (the agent makes it at start); without, it fails."""
+    missing = tmp_path / "not-yet" / "outbox"
+    path = _write_config(emulator, tmp_path, source={"path": str(missing), "create": True})
+    shown = await _cli("check", "--config", str(path))
+    assert shown.returncode == 0, shown.stdout.decode() + shown.stderr.decode()
+    assert "ok   source" in shown.stdout.decode() and "will be created" in shown.stdout.decode()
+    path = _write_config(emulator, tmp_path, source={"path": str(missing)})
+    failed = await _cli("check", "--config", str(path))
+    assert failed.returncode == 1 and "FAIL source" in failed.stdout.decode()
