@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from agent.logs import get_logger
 from agent.sync.mount import mount_problem, read_record
 from agent.sync.pipeline import CLEAN_MARKER, IDLE_WAKE, LARGE_BATCH, STORM_QUIET, Pipeline
 from agent.sync.plan import Plan, plan_sync
+from agent.sync.scan import ScanResult
 from agent.sync.statedb import StateDB
 
 log = get_logger("agent.sync")
@@ -151,7 +153,10 @@ class SyncEngine(Pipeline):
             return mount_problem(self._mount, probe=False, recorded=remembered)
 
         problem = await anyio.to_thread.run_sync(look)
-        scan = await anyio.to_thread.run_sync(self._walker.scan, rows)
+        if self.source.create and not os.path.lexists(self._root):
+            scan = ScanResult()  # the agent makes it at start: an empty source, nothing to copy yet
+        else:
+            scan = await anyio.to_thread.run_sync(self._walker.scan, rows)
         now = self._clock()
         settle = self.source.settle
         settled = [rel for rel, fs in scan.changed.items() if now - fs.ctime_ns / 1e9 >= settle]

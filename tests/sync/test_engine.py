@@ -394,3 +394,16 @@ async def test_unreadable_folder_is_reported_once_per_pass(
     assert [(e["folder"], e["error"], e["log_level"]) for e in warned] == [("a/locked", "permission denied", "warning")]
     monkeypatch.undo()
     assert tree(mnt) == tree(src)
+
+
+async def test_the_plan_of_a_source_the_agent_will_create_is_empty(
+    tmp_path: Path, mnt: Path, make_engine: EngineFactory
+) -> None:
+    """With source.create and no source yet, the dry-run plan is empty instead of an error (a run would create it)."""
+    from agent.config import SourceConfig
+    from agent.sync.engine import SyncEngine
+
+    engine = SyncEngine(SourceConfig(path=tmp_path / "later", create=True), mnt, tmp_path / "plan-state")
+    plan = await engine.plan()
+    assert (plan.copy, plan.delete, plan.mount_problem) == ((), (), None)
+    engine.close()
