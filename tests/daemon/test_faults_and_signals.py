@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,32 @@ async def test_every_action_completes_through_faults_and_within_the_rate(emulato
     assert tree(emu.mount_root / DATASET) == tree(cfg.source.path)
 
 
+@contextmanager
+def agent_process(tmp_path: Path, doc: dict[str, Any], env: dict[str, str] | None = None) -> Iterator[Any]:
+    """`domino-sync run` in its own process on the config `doc`; killed at the end if it is still running."""
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def until(predicate: Callable[[], bool], limit: float = 30.0, step: float = 0.05) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(step)
+
+
 def test_sigterm_syncs_and_snapshots_the_last_drop(tmp_path: Path) -> None:
     """A drop and its marker written just before SIGTERM (not yet settled) are still copied and snapshotted
     before the agent exits 0, as a sidecar stopped right after its producer needs."""
@@ -50,27 +78,14 @@ def test_sigterm_syncs_and_snapshots_the_last_drop(tmp_path: Path) -> None:
         doc = cfg.model_dump(mode="json")
         doc["source"]["settle"] = "1s"
         doc["rules"] = [{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["last"]}]
-        path = tmp_path / "agent.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
+        with agent_process(tmp_path, doc) as proc:
             write(cfg.source.path, "warmup.txt", "w")
-            deadline = time.monotonic() + 30
-            while not (emu.mount_root / DATASET / "warmup.txt").exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            until(lambda: (emu.mount_root / DATASET / "warmup.txt").exists())
             for i in range(10):
                 write(cfg.source.path, f"drop/part-{i}.csv", "row\n" * 100)
             write(cfg.source.path, "drop/_SUCCESS", "")
             proc.send_signal(signal.SIGTERM)
             _out, err = proc.communicate(timeout=40)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
         assert proc.returncode == 0, err[-2000:]
         assert '"drained": true' in err, err[-2000:]
         frozen = emu.mount_root / f"{DATASET}@last"
@@ -85,27 +100,12 @@ def test_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
         doc = cfg.model_dump(mode="json")
         doc["domino"].pop("api_key")
         doc["rules"] = [{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["t"]}]
-        path = tmp_path / "agent.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        env = {**os.environ, "DOMINO_USER_API_KEY": "key-alice"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(path)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
+        with agent_process(tmp_path, doc, env={**os.environ, "DOMINO_USER_API_KEY": "key-alice"}) as proc:
             for i in range(30):
                 write(cfg.source.path, f"f{i}.txt", "x" * 1000)
-            deadline = time.monotonic() + 30
-            while len(tree(emu.mount_root / DATASET)) < 30 and time.monotonic() < deadline:
-                time.sleep(0.1)
+            until(lambda: len(tree(emu.mount_root / DATASET)) >= 30, step=0.1)
             proc.send_signal(signal.SIGTERM)
             _out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
         assert proc.returncode == 0, err[-2000:]
         assert "agent.stopped" in err
         assert "Traceback" not in err
@@ -119,18 +119,8 @@ def test_a_second_signal_stops_the_drain_at_once(tmp_path: Path) -> None:
         cfg = make_config(emu, tmp_path, shutdown_timeout="60s")
         doc = cfg.model_dump(mode="json")
         doc["source"]["settle"] = "30s"
-        path = tmp_path / "agent.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not (emu.mount_root / DATASET).exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+        with agent_process(tmp_path, doc) as proc:
+            until(lambda: (emu.mount_root / DATASET).exists())
             time.sleep(0.5)
             write(cfg.source.path, "slow.txt", "still being written")
             time.sleep(0.3)
@@ -140,9 +130,6 @@ def test_a_second_signal_stops_the_drain_at_once(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
             _out, err = proc.communicate(timeout=20)
             took = time.monotonic() - asked
-        finally:
-            if proc.poll() is None:
-                proc.kill()
         assert proc.returncode == 0, err[-2000:]
         assert "agent.stop_now" in err
         assert '"drained": false' in err
