@@ -35,6 +35,7 @@ from agent.recovery import KEEP_SECONDS, Durable, unhandled_markers
 from agent.rules.engine import RulesState, SnapshotRequest, initial_state, next_wakeup, step, with_seq_floors
 from agent.rules.templates import highest_seq
 from agent.statelock import state_lock
+from agent.sync.earlyscan import EarlyScan
 from agent.sync.engine import SyncEngine, SyncReport
 
 log = get_logger("agent.daemon")
@@ -69,8 +70,10 @@ class Agent:
         listen_port: int | None = None,
         progress: bool = False,
         queue_options: Mapping[str, Any] | None = None,
+        early_scan: EarlyScan | None = None,
     ) -> None:
         self.config = config
+        self.early_scan = early_scan  # `once`: the first walk, already under way (sync/earlyscan.py)
         self.env = os.environ if env is None else env
         self.clock = clock
         self.metrics = Metrics()
@@ -167,7 +170,9 @@ class Agent:
                 on_fact=self.on_fact,
                 marker_names=self._markers,
                 clock=self.clock,
+                early_scan=self.early_scan,
             )
+            self.early_scan = None  # the engine's now
             stack.push_async_callback(self._close_engine)
             self.queue = TaskQueue(
                 state_dir / "state.db",

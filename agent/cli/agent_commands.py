@@ -66,16 +66,25 @@ def once(ctx: click.Context, config_path: Path, dry_run: bool, timeout: float) -
     """
     progress = wants_progress()
     config = _load(ctx, config_path, quiet_default=progress)
-    from agent.daemon import Agent
+    early = None
+    if not dry_run:  # the walk starts now, in a child, while the rest of the agent is imported and assembled
+        from agent.sync.earlyscan import EarlyScan
 
-    agent = Agent(config, progress=progress)
-    if dry_run:
-        from agent.dryrun import dry_run as run_dry
+        early = EarlyScan.start(config.source, config.dataset.mount, config.state_dir)
+    try:
+        from agent.daemon import Agent
 
-        summary = anyio.run(run_dry, agent)
-        click.echo(json.dumps(summary, indent=2, default=str))
-        return
-    code, summary = anyio.run(lambda: agent.once(drain_timeout=timeout))
+        agent = Agent(config, progress=progress, early_scan=early)
+        if dry_run:
+            from agent.dryrun import dry_run as run_dry
+
+            summary = anyio.run(run_dry, agent)
+            click.echo(json.dumps(summary, indent=2, default=str))
+            return
+        code, summary = anyio.run(lambda: agent.once(drain_timeout=timeout))
+    finally:
+        if early is not None:
+            early.close()  # not taken (the agent did not get that far): stop the child
     click.echo(json.dumps(summary, indent=2, default=str))
     sys.exit(code)
 

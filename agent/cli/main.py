@@ -7,6 +7,8 @@ Errors raised on purpose (AgentError) become one line on stderr: exit 2 for conf
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
 from typing import Any
 
@@ -61,7 +63,33 @@ def cli(ctx: click.Context, log_level: str | None, log_format: str | None) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI and turn AgentErrors into one line and an exit code."""
+    """Console entry point: run the CLI and turn AgentErrors into one line and an exit code.
+
+    From the command line (`argv` None) the process then leaves at once: output flushed, logging shut down,
+    no teardown of the interpreter's modules and objects (100 ms and more after a `once` over 100,000 files,
+    a sixth of a no-op run). Everything the agent opened is closed by then; in-process callers (tests) and
+    runs under coverage exit the usual way."""
+    try:
+        _main(argv)
+    except SystemExit as exc:
+        if argv is None and "coverage" not in sys.modules:
+            _leave(exc.code)
+        raise
+
+
+def _leave(code: object) -> None:
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)  # what sys.exit("text") prints
+        code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+    finally:
+        os._exit(code or 0)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         result = cli.main(args=argv, prog_name="domino-sync", standalone_mode=False)
     except click.exceptions.Abort:

@@ -123,6 +123,9 @@ class SyncEngine(Pipeline):
 
     def close(self) -> None:
         """Close the state DB; note that no temp file of ours is left in the mount, when that is known."""
+        if self._early_scan is not None:
+            self._early_scan.close()
+            self._early_scan = None
         if self._db is None:
             return
         if self._temps_clear and self._busy == 0:
@@ -187,8 +190,14 @@ class SyncEngine(Pipeline):
         if problem is not None:
             return self._report(0, problem, start_copies, start_bytes, start_deletes)
         started = self._clock()
+        early, self._early_scan = self._early_scan, None
         try:
-            scan = await anyio.to_thread.run_sync(self._walker.scan, self._ledger.rows)
+            scan = None
+            if early is not None:  # `once`'s walk, started before the agent was assembled, when it still holds
+                scan = await anyio.to_thread.run_sync(early.take, self._walker, self._ledger.rows)
+                started = early.started if scan is not None else started
+            if scan is None:
+                scan = await anyio.to_thread.run_sync(self._walker.scan, self._ledger.rows)
         except SourceError as exc:
             self._final[""] = str(exc)
             log.error("sync.source_unavailable", error=str(exc))

@@ -25,6 +25,7 @@ from agent.facts import Fact
 from agent.failpoints import failpoint
 from agent.logs import get_logger
 from agent.sync.copier import SMALL, Copier, CopyJob, CopyResult, Outcome
+from agent.sync.earlyscan import EarlyScan
 from agent.sync.ledger import Failure, Ledger
 from agent.sync.links import LinkIndex
 from agent.sync.mount import (
@@ -40,7 +41,7 @@ from agent.sync.mount import (
 )
 from agent.sync.mountfs import delete_files, remove_temps
 from agent.sync.plan import delete_allowed
-from agent.sync.scan import IgnoreMatcher, ScanResult, Walker, differs, under_any
+from agent.sync.scan import ScanResult, differs, source_walker, under_any
 from agent.sync.statedb import Row, StateDB, make_row
 from agent.sync.watcher import WatcherFactory, watchfiles_changes
 
@@ -65,15 +66,6 @@ def _ignore_fact(fact: Fact) -> None:
     return None
 
 
-def _inside(path: Path, root: str) -> str | None:
-    """`path` relative to `root` when it lies inside it (the agent's own state, or the mount), else None."""
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    if real.startswith(real_root + "/"):
-        return real[len(real_root) + 1 :]
-    return None
-
-
 class Pipeline:
     """State and steps shared by the daemon and the burst mode. Knobs after `*` let tests run fast."""
 
@@ -95,13 +87,13 @@ class Pipeline:
         mount_poll: float = 2.0,
         once_attempts: int = 3,
         once_settle_limit: float | None = None,
+        early_scan: EarlyScan | None = None,
     ) -> None:
         self.source = source
         self._root = os.path.abspath(source.path)
         self._mount = os.path.abspath(mount)
         self._state_dir = Path(state_dir)
-        prune = [rel for rel in (_inside(self._state_dir, self._root), _inside(Path(mount), self._root)) if rel]
-        self._walker = Walker(self._root, IgnoreMatcher(source.ignore), prune)
+        self._walker = source_walker(source, mount, self._state_dir)
         self._on_fact = on_fact
         self._marker_names = marker_names
         self._clock = clock
@@ -149,6 +141,7 @@ class Pipeline:
         self._final: dict[str, str] = {}
         self._conflicts: set[str] = set()
         self._refused = False
+        self._early_scan = early_scan  # `once`'s first walk, started before the agent was assembled
 
     def request_scan(self) -> None:
         """Ask for a full scan soon. From the event loop it starts at once; from another thread the flag is

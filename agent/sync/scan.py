@@ -15,21 +15,37 @@ The walk uses `os.scandir` and one `lstat` per file, and compares against the kn
 walk keeps nothing per unchanged file, only a count per folder of the files that matched their row; when the
 counts say some known file was not met (deletions), `Walker.missing` lists just the folders that came up short
 again to name them. So a no-op rescan of 100,000 files builds no set of 100,000 names.
+
+A full scan of a big tree (one whose breadth-first start finds `SPLIT_AT` folders) is shared by folder between
+forked processes, one per core (scanfork.py): the walk is Python's work per file, one core's worth in one
+interpreter. Folders are listed through a descriptor, so each entry's `lstat` is relative to it (no path walk
+from the root per file).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pathspec
 
 from agent.errors import SourceError
+from agent.sync.scanfork import default_workers, fan_out
 from agent.sync.settle import FileStat
 from agent.sync.statedb import ROW_PACK, Row, make_row
+
+if TYPE_CHECKING:
+    from agent.config import SourceConfig
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+SPLIT_AT = 16
+"""A full scan is shared between processes (scanfork.py) once its breadth-first start finds this many folders."""
 
 
 def _affix(pattern: str) -> tuple[str, str] | None:
@@ -131,8 +147,11 @@ def differs(row: Row | None, fs: FileStat) -> bool:
 class Walker:
     """Walks one source root; `scan()` for the whole tree, `stat_paths()` for paths named by watch events."""
 
-    def __init__(self, root: str, matcher: IgnoreMatcher, prune: Iterable[str] = ()) -> None:
+    def __init__(
+        self, root: str, matcher: IgnoreMatcher, prune: Iterable[str] = (), *, workers: int | None = None
+    ) -> None:
         self.root = os.path.abspath(root)
+        self.workers = default_workers() if workers is None else workers  # processes for a full scan
         self.real_root = os.path.realpath(self.root)
         self.matcher = matcher
         self.prune = frozenset(prune)
@@ -164,6 +183,21 @@ class Walker:
             except OSError as exc:
                 raise SourceError(f"source {self.root} cannot be read ({exc.strerror}): check source.path") from None
         stack = [(top, subtree + "/" if subtree else "")]
+        if not subtree and result is None and not keep_seen and self.workers > 1:
+            stack = self._walk(stack, known, out, until=SPLIT_AT)  # breadth first until there is enough to share
+            if stack:
+                fan_out(self, stack, known, out)
+                return out
+        self._walk(stack, known, out)
+        return out
+
+    def _walk(
+        self, stack: list[tuple[str, str]], known: Mapping[str, Row], out: ScanResult, *, until: int = 0
+    ) -> list[tuple[str, str]]:
+        """Scan the folders on `stack` (path, relative prefix ending in '/') and all below them into `out`.
+
+        With `until`, breadth first, and only until that many folders wait: returns them, not yet scanned (empty
+        when the walk ended first)."""
         matcher, prune = self.matcher, self.prune
         # the hot loop of a no-op rescan: locals, d_type checks before the one lstat, one packed comparison
         ignored = matcher.ignored_entry
@@ -172,26 +206,39 @@ class Walker:
         fast = matcher.affixes is not None
         changed, get, pack, hits, linked = out.changed, known.get, ROW_PACK, out.hits, out.hardlinks
         add = out.seen.add if out.seen_all else None
+        is_reg = stat.S_ISREG
         files = size = 0
         while stack:
-            folder, prefix = stack.pop()
+            if until:
+                if len(stack) >= until:
+                    break
+                folder, prefix = stack.pop(0)
+            else:
+                folder, prefix = stack.pop()
             matched = 0
-            try:
-                entries = os.scandir(folder)
+            try:  # listed through a descriptor: each entry's lstat is then relative to it, no path walk
+                fd = os.open(folder, DIR_FLAGS if prefix else DIR_FLAGS & ~os.O_NOFOLLOW)
             except OSError as exc:
-                if exc.errno not in (2, 20):  # ENOENT, ENOTDIR: the folder went away, nothing to report
+                if exc.errno not in (2, 20, 40):  # ENOENT, ENOTDIR, ELOOP: it went away (or became a symlink)
                     out.unreadable.append(prefix[:-1])
                     out.why_unreadable[prefix[:-1]] = (exc.strerror or exc.__class__.__name__).lower()
                 continue
-            with entries:
+            try:
+                entries = os.scandir(fd)
+            except OSError as exc:
+                os.close(fd)
+                out.unreadable.append(prefix[:-1])
+                out.why_unreadable[prefix[:-1]] = (exc.strerror or exc.__class__.__name__).lower()
+                continue
+            with _closing(fd), entries:
                 for entry in entries:
                     name = entry.name
-                    rel = prefix + name
                     try:
                         if entry.is_dir(follow_symlinks=False):
+                            rel = prefix + name
                             if rel in prune or ignored(rel, name, True):
                                 continue
-                            stack.append((entry.path, rel + "/"))
+                            stack.append((folder + "/" + name, rel + "/"))
                             continue
                         if fast:
                             if name.endswith(suffixes) or name.startswith(prefixes):
@@ -199,20 +246,21 @@ class Walker:
                         elif combined is not None:
                             if combined.search(name) is not None:
                                 continue
-                        elif ignored(rel, name, False):
+                        elif ignored(prefix + name, name, False):
                             continue
                         st = entry.stat(follow_symlinks=False)
-                        if not entry.is_file(follow_symlinks=False):
+                        if not is_reg(st.st_mode):
                             if entry.is_symlink():
-                                resolved = self._follow(entry.path, rel, out)
+                                resolved = self._follow(folder + "/" + name, prefix + name, out)
                                 if resolved is None:
                                     continue
                                 st = resolved
                             else:
-                                out.skipped.append((rel, kind_of(st.st_mode)))
+                                out.skipped.append((prefix + name, kind_of(st.st_mode)))
                                 continue
                     except OSError:
                         continue  # vanished while we looked
+                    rel = prefix + name
                     files += 1
                     size += st.st_size
                     if st.st_nlink > 1:
@@ -227,7 +275,7 @@ class Walker:
                 hits[prefix[:-1]] = hits.get(prefix[:-1], 0) + matched
         out.files += files
         out.bytes += size
-        return out
+        return stack
 
     def missing(self, result: ScanResult, known: Mapping[str, Row]) -> list[str]:
         """Known paths the walk did not meet, except under folders it could not read and paths ignored now.
@@ -352,6 +400,31 @@ class Walker:
                 sub.skipped.append((rel, kind_of(mode)))
                 states[rel] = None
         return states, sub
+
+
+@contextlib.contextmanager
+def _closing(fd: int) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def source_walker(source: SourceConfig, mount: Path, state_dir: Path) -> Walker:
+    """The walker of `source`: its ignore patterns, and never into the agent's own state or the mount when they
+    lie inside it."""
+    root = os.path.abspath(source.path)
+    prune = [rel for rel in (_inside(state_dir, root), _inside(mount, root)) if rel]
+    return Walker(root, IgnoreMatcher(source.ignore), prune)
+
+
+def _inside(path: Path, root: str) -> str | None:
+    """`path` relative to `root` when it lies inside it, else None."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real.startswith(real_root + "/"):
+        return real[len(real_root) + 1 :]
+    return None
 
 
 def kind_of(mode: int) -> str:

@@ -257,6 +257,8 @@ async def test_a_rename_counts_as_a_move_not_a_copy_and_a_delete(emulator: Any, 
         await wait_for(lambda: (mount / "a.bin").exists(), 20, "the copy")
         (cfg.source.path / "a.bin").rename(cfg.source.path / "b.bin")
         await wait_for(lambda: (mount / "b.bin").exists() and not (mount / "a.bin").exists(), 20, "the move")
+        # the rename in the mount comes before the batch's result is counted: wait for the count, then compare all
+        await wait_for(lambda: b"domino_sync_files_moved_total 1.0" in agent.metrics_text(), 20, "the count")
         metrics = agent.metrics_text().decode()
     assert "domino_sync_files_synced_total 1.0" in metrics
     assert "domino_sync_bytes_synced_total 100000.0" in metrics

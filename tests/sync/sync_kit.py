@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -55,3 +57,26 @@ async def running(engine: SyncEngine) -> AsyncIterator[SyncEngine]:
             yield engine
         finally:
             tg.cancel_scope.cancel()
+
+
+def refuse_listing(monkeypatch: Any, suffix: str, when: Callable[[], bool] = lambda: True) -> None:
+    """Make listing the folders whose path ends with `suffix` fail with EACCES, as the kernel does for a mode-000
+    folder without root (tests run as root): opening it as a folder (how the scan lists) and `os.scandir` by
+    path (how `Walker.missing` looks again)."""
+    real_open, real_scandir = os.open, os.scandir
+
+    def refused(path: Any) -> bool:
+        return isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(path).endswith(suffix) and when()
+
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_DIRECTORY and refused(path):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    def scandir(path: Any = ".") -> Any:
+        if refused(path):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "scandir", scandir)

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 from structlog.testing import capture_logs
-from sync.sync_kit import EngineFactory, empty_folders, temps, tree
+from sync.sync_kit import EngineFactory, empty_folders, refuse_listing, temps, tree
 
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
 from agent.sync import copier as copier_mod
@@ -373,19 +373,12 @@ async def test_unreadable_folder_fails_the_pass_and_keeps_its_copies(
 async def test_unreadable_folder_is_reported_once_per_pass(
     src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With listing refused for one folder (os.scandir raises EACCES for it, as the kernel would), `once` lists the
+    """With listing refused for one folder (opening it raises EACCES, as the kernel would), `once` lists the
     folder in `failed` with the reason, warns once, deletes nothing under it and copies the rest."""
     write(src / "a" / "locked" / "f.csv", "f")
     assert (await make_engine(max_delete=1.0).sync_once()).ok
     write(src / "b.csv", "b")
-    real_scandir = os.scandir
-
-    def refuse(path: Any) -> Any:
-        if os.fspath(path).endswith("/a/locked"):
-            raise PermissionError(errno.EACCES, "Permission denied", path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refuse)
+    refuse_listing(monkeypatch, "/a/locked")
     with capture_logs() as logs:
         report = await make_engine(max_delete=1.0).sync_once()
     assert report.failed == (("a/locked", "source: permission denied"),) and not report.ok

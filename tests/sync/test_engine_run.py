@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from structlog.testing import capture_logs
-from sync.sync_kit import EngineFactory, running, temps, tree, wait_for
+from sync.sync_kit import EngineFactory, refuse_listing, running, temps, tree, wait_for
 
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
 from agent.sync import copier as copier_mod
@@ -307,19 +307,12 @@ async def test_a_rename_is_reported_as_a_move_not_a_copy_and_a_delete(
 async def test_unreadable_folder_is_warned_once_and_nothing_under_it_deleted(
     src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While a folder cannot be listed (os.scandir raises EACCES for it, as the kernel would for mode 000 without
+    """While a folder cannot be listed (opening it raises EACCES, as the kernel would for mode 000 without
     root), rescans warn once, delete nothing under it, and a note follows when it is readable again."""
     write(src / "locked" / "f.csv", "f")
     engine = make_engine(settle=0.05, max_delete=1.0, rescan=0.1)
-    real_scandir = os.scandir
     refused = threading.Event()
-
-    def refuse(path: Any) -> Any:
-        if os.fspath(path).endswith("/locked") and refused.is_set():
-            raise PermissionError(errno.EACCES, "Permission denied", path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refuse)
+    refuse_listing(monkeypatch, "/locked", refused.is_set)
     with capture_logs() as logs:
         async with running(engine):
             await wait_for(lambda: (mnt / "locked" / "f.csv").exists() and engine.idle(), 10)

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from sync.sync_kit import refuse_listing
 
 from agent.config import DEFAULT_IGNORE
 from agent.errors import SourceError
@@ -53,16 +54,17 @@ def test_scan_lists_files_and_skips_ignored(src: Path, monkeypatch: pytest.Monke
     (src / "build").mkdir()
     (src / "build" / "inner.txt").write_text("i")
     listed: list[str] = []
-    real_scandir = os.scandir
+    real_open = os.open
 
-    def spy(path: str) -> os.ScandirIterator[str]:
+    def spy(path: str, flags: int, *args: int) -> int:
         listed.append(path)
-        return real_scandir(path)
+        return real_open(path, flags, *args)
 
-    monkeypatch.setattr(os, "scandir", spy)
+    monkeypatch.setattr(os, "open", spy)
     result = walker(src, (*DEFAULT_IGNORE, "build/")).scan({})
     assert set(result.changed) == {"a/b/x.csv", "top.txt"}
     assert result.files == 2
+    assert any(p.endswith("/a/b") for p in listed)
     assert not any(p.endswith("/build") for p in listed)
 
 
@@ -153,14 +155,7 @@ def test_unreadable_folder_is_reported_and_hides_nothing(src: Path, monkeypatch:
     """A folder that cannot be listed is reported, and rows under it are not taken for deleted."""
     (src / "locked").mkdir()
     (src / "locked" / "f").write_text("f")
-    real_scandir = os.scandir
-
-    def refuse(path: str) -> os.ScandirIterator[str]:
-        if path.endswith("/locked"):
-            raise PermissionError(13, "Permission denied", path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refuse)
+    refuse_listing(monkeypatch, "/locked")
     w = walker(src)
     result = w.scan({})
     assert result.unreadable == ["locked"] and result.why_unreadable == {"locked": "permission denied"}

@@ -43,8 +43,8 @@ def test_record_upserts_and_drops_in_one_call(tmp_path: Path) -> None:
 
 
 def test_wal_mode_and_only_our_table(tmp_path: Path) -> None:
-    """The DB runs in WAL mode and this module creates only its `files` and `installing` tables, leaving others'
-    tables alone."""
+    """The DB runs in WAL mode and this module creates only its `files`, `installing` and `files_image` tables,
+    leaving others' tables alone."""
     path = tmp_path / "state.db"
     other = sqlite3.connect(path)
     other.execute("CREATE TABLE queue (id INTEGER PRIMARY KEY)")
@@ -55,7 +55,7 @@ def test_wal_mode_and_only_our_table(tmp_path: Path) -> None:
     mode = other.execute("PRAGMA journal_mode").fetchone()[0]
     other.close()
     db.close()
-    assert tables == {"queue", "files", "installing"}
+    assert tables == {"queue", "files", "installing", "files_image"}
     assert mode == "wal"
 
 
@@ -80,3 +80,56 @@ def test_intents_survive_a_reopen_until_their_commit_clears_them(tmp_path: Path)
     db.close()
     assert left == {"b": make_row(2, 20, 8, 0o644)}
     assert rows == {"a": make_row(1, 10, 7, 0o644)}
+
+
+def _image(path: Path) -> bytes | None:
+    conn = sqlite3.connect(path)
+    try:
+        found = conn.execute("SELECT image FROM files_image").fetchone()
+    finally:
+        conn.close()
+    return None if found is None else bytes(found[0])
+
+
+def test_load_keeps_an_image_that_any_change_to_the_rows_drops(tmp_path: Path) -> None:
+    """A load stores the rows as one image and the next load answers from it; a change to `files`, by this module
+    or by anyone writing the table directly, drops the image in the same transaction, so a load never answers
+    from rows that are out of date. Odd names survive the image too."""
+    path = tmp_path / "state.db"
+    odd = os.fsdecode(b"bad-\xff-name")
+    db = StateDB(path)
+    db.record(put=[("a", make_row(1, 1, 1, 0o644)), (odd, make_row(2, 2, 2, 0o600))])
+    assert _image(path) is None
+    first = db.load()
+    assert _image(path) is not None
+    assert db.load() == first == {"a": make_row(1, 1, 1, 0o644), odd: make_row(2, 2, 2, 0o600)}
+    db.record(drop=["a"])
+    assert _image(path) is None
+    assert db.load() == {odd: make_row(2, 2, 2, 0o600)}
+    other = sqlite3.connect(path)
+    other.execute("UPDATE files SET size = 7")
+    other.commit()
+    assert _image(path) is None
+    assert db.load() == {odd: make_row(7, 2, 2, 0o600)}
+    other.execute("INSERT INTO files VALUES ('b', 3, 3, 3, 420, 0.0)")
+    other.commit()
+    other.close()
+    assert db.load() == {odd: make_row(7, 2, 2, 0o600), "b": make_row(3, 3, 3, 0o644)}
+    db.close()
+
+
+def test_a_damaged_image_is_ignored_and_replaced(tmp_path: Path) -> None:
+    """An image that cannot be read back as rows is not trusted: the rows are read from the table and a good
+    image replaces it."""
+    path = tmp_path / "state.db"
+    db = StateDB(path)
+    db.record(put=[("a", make_row(1, 1, 1, 0o644))])
+    db.load()
+    for damage in (b"\x00garbage", b"N"):  # torn bytes; a valid marshal of something that is not a dict
+        other = sqlite3.connect(path)
+        other.execute("UPDATE files_image SET image = ?", (damage,))
+        other.commit()
+        other.close()
+        assert db.load() == {"a": make_row(1, 1, 1, 0o644)}
+        assert _image(path) not in (None, damage)
+    db.close()
