@@ -72,7 +72,7 @@ async def run_checks(config: Config) -> list[CheckResult]:
                 except AgentError as exc:
                     results.append(("mount", False, str(exc)))
                 else:
-                    if (creating or endpoint.mount_root is not None) and not mount.exists():
+                    if creating and not mount.exists():  # an existing dataset's mount must be there now
                         results.append(("mount", True, f"{mount} will be created with the dataset"))
                     else:
                         ok, detail = _writable_folder(mount)

@@ -474,6 +474,8 @@ class Agent:
 
     def request_snapshot(self, tags: Sequence[str]) -> int:
         """A manual snapshot: goes through the rules engine so manual rules add their tags too."""
+        if self.queue is None:
+            raise AgentError("the agent is not ready to take snapshot requests yet (starting)")
         fact = ManualRequest(at=self.clock(), tags=tuple(tags))
         self._want_fresh_scan(fact.at)
         new_state, requests = step(self.rules, self.rules_state, fact)
@@ -491,20 +493,25 @@ class Agent:
         """Daemon mode until SIGTERM or SIGINT; returns the exit code (0 after a clean drain)."""
         self._daemon = True
         self._scan_wanted_at = self.clock()  # jobs recovered from the queue wait for the start scan too
-        async with self._assembled(retry_bootstrap=True), anyio.create_task_group() as tg:
-            assert self.engine is not None and self.queue is not None
+        async with anyio.create_task_group() as serving:
+            # the HTTP server first: /healthz answers (and /readyz says why not ready) while the bootstrap
+            # retries an API that is down, so probes do not restart the agent; a taken port fails before any
+            # dataset is created or the state lock taken
             if self.config.server.enabled:
-                self.bound_port = await self._start_server(tg)
-            await self.queue.settle_in_flight()  # before any copy: a snapshot still being taken stays clean
-            tg.start_soon(self._watch_signals, tg)
-            tg.start_soon(self.queue.run)
-            tg.start_soon(self._ticker)
-            if self.progress:
-                from agent.cli.progress import show_first_sync
+                self.bound_port = await self._start_server(serving)
+            async with self._assembled(retry_bootstrap=True), anyio.create_task_group() as tg:
+                assert self.engine is not None and self.queue is not None
+                await self.queue.settle_in_flight()  # before any copy: a snapshot still being taken stays clean
+                tg.start_soon(self._watch_signals, tg)
+                tg.start_soon(self.queue.run)
+                tg.start_soon(self._ticker)
+                if self.progress:
+                    from agent.cli.progress import show_first_sync
 
-                tg.start_soon(show_first_sync, self._sync_status)
-            self._engine_scope = anyio.CancelScope()
-            tg.start_soon(self._run_engine)
+                    tg.start_soon(show_first_sync, self._sync_status)
+                self._engine_scope = anyio.CancelScope()
+                tg.start_soon(self._run_engine)
+            serving.cancel_scope.cancel()  # the agent has stopped: so does its server
         return 0
 
     async def _run_engine(self) -> None:

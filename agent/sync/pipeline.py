@@ -181,7 +181,7 @@ class Pipeline:
             return
         db = await anyio.to_thread.run_sync(StateDB, self._state_dir / "state.db")
         try:
-            self._ledger.rows = await anyio.to_thread.run_sync(db.load)
+            self._ledger.rows = await anyio.to_thread.run_sync(lambda: db.load(image=self._burst))
             self._intents = await anyio.to_thread.run_sync(db.intents)
             self._mount_record = await anyio.to_thread.run_sync(read_record, self._state_dir)
             self._temps_clear = await anyio.to_thread.run_sync(self._take_clean_marker)

@@ -54,7 +54,7 @@ def fan_out(walker: Walker, folders: Share, known: Mapping[str, Row], out: ScanR
     mine, *others = shares(folders, walker.workers)
     children: list[tuple[int, int, Share]] = []  # (pid, read end, share)
     for share in others:
-        started = spawn(partial(_walked, walker, share, known))
+        started = spawn(partial(_walked, walker, share, known, ScanResult))
         if started is None:
             walker._walk(share, known, out)  # could not fork: this process walks it
         else:
@@ -70,10 +70,10 @@ def fan_out(walker: Walker, folders: Share, known: Mapping[str, Row], out: ScanR
             walker._walk(list(share), known, out)
 
 
-def _walked(walker: Walker, share: Share, known: Mapping[str, Row]) -> ScanResult:
-    from agent.sync.scan import ScanResult
-
-    part = ScanResult()
+def _walked(walker: Walker, share: Share, known: Mapping[str, Row], result: type[ScanResult]) -> ScanResult:
+    """A child's work: its share walked into a result of its own (no import here: a child imports nothing, in
+    case another thread of the parent held the import lock when it forked)."""
+    part = result()
     walker._walk(list(share), known, part)
     return part
 

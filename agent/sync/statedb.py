@@ -21,7 +21,8 @@ compares the source's bytes with the mount's copy, so the read is paid only wher
 
 Table `files_image`: the whole `files` table in one `marshal` blob, which loads in a quarter of the time of
 reading 100,000 rows one by one (what a `once` with nothing to do spends most of its start on). `load` takes it
-when the table has not changed since, else reads the rows and stores a new image; triggers on `files` drop
+when the table has not changed since, else reads the rows and stores a new image (`once` and the dry run; the
+daemon, which loads once per start, reads the table); triggers on `files` drop
 the image in the same transaction as any change to it, so a stale image cannot be read.
 
 Table `installing` (same columns but `synced_at`): the intents of the copy batches under way. A batch writes
@@ -73,6 +74,12 @@ def make_row(size: int, mtime_ns: int, ino: int, mode: int) -> Row:
 
 def row_fields(row: Row) -> RowFields:
     return RowFields._make(_ROW.unpack(row))
+
+
+def _rows(conn: sqlite3.Connection) -> dict[str, Row]:
+    fsdecode, pack = os.fsdecode, _pack
+    cursor = conn.execute("SELECT path, size, mtime_ns, ino, mode FROM files")
+    return {(p if type(p) is str else fsdecode(p)): pack(s, m, i, mo) for p, s, m, i, mo in cursor}
 
 
 def _from_image(found: tuple[bytes] | None) -> dict[str, Row] | None:
@@ -139,9 +146,12 @@ class StateDB:
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"state DB {path} cannot be opened ({exc}): check state_dir") from None
 
-    def load(self) -> dict[str, Row]:
+    def load(self, *, image: bool = True) -> dict[str, Row]:
         """Every row, by path: from the image when `files` has not changed since it was taken, else from the
-        table (and then a new image is stored for the next start)."""
+        table (and then a new image is stored for the next start). `image=False` reads the table only: the
+        daemon loads once per start, and the image's 5 MB buffers (per 100,000 rows) would stay in its heap."""
+        if not image:
+            return self._read_rows()
         with self._lock:
             conn = self._conn
             try:
@@ -149,17 +159,24 @@ class StateDB:
                 try:
                     rows = _from_image(conn.execute("SELECT image FROM files_image").fetchone())
                     if rows is None:
-                        fsdecode, pack = os.fsdecode, _pack
-                        cursor = conn.execute("SELECT path, size, mtime_ns, ino, mode FROM files")
-                        rows = {(p if type(p) is str else fsdecode(p)): pack(s, m, i, mo) for p, s, m, i, mo in cursor}
-                        image = marshal.dumps(rows)
-                        conn.execute("INSERT OR REPLACE INTO files_image (id, image) VALUES (0, ?)", (image,))
-                        del image
+                        rows = _rows(conn)
+                        blob = marshal.dumps(rows)
+                        conn.execute("INSERT OR REPLACE INTO files_image (id, image) VALUES (0, ?)", (blob,))
+                        del blob
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
                 conn.execute("PRAGMA shrink_memory")  # the read filled SQLite's page cache: the rows are here
+                return rows
+            except sqlite3.Error as exc:
+                raise StateError(f"state DB {self.path} cannot be read ({exc})") from None
+
+    def _read_rows(self) -> dict[str, Row]:
+        with self._lock:
+            try:
+                rows = _rows(self._conn)
+                self._conn.execute("PRAGMA shrink_memory")
                 return rows
             except sqlite3.Error as exc:
                 raise StateError(f"state DB {self.path} cannot be read ({exc})") from None

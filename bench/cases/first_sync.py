@@ -1,15 +1,19 @@
 """First sync: copy a generated tree into an empty folder with `domino-sync once`, `rsync -a` and `cp -a`.
 
-Every round each tool gets a fresh destination (and domino-sync a fresh state folder), in an order that
-rotates round by round; the page cache is dropped before each command when root allows it (then each tool's
-own program is loaded again: the data is cold, the tools are not). Timed: the command
-from start to exit. Also reported: the same plus a `sync` afterwards (until the bytes are on disk: domino-sync
-fsyncs every file, rsync and cp leave dirty pages to the kernel)."""
+Every round each tool gets a new destination folder (and domino-sync a new state folder), in an order that
+rotates round by round. No copy is removed before the case ends: ext4 will not reuse an inode deleted in the
+last few seconds, and creating 20,000 files right after deleting the previous copy's 20,000 made every create
+scan past them (perf: `ext4_create` -> `recently_deleted`), several times over for whichever tool came next.
+The page cache is dropped before each command when root allows it (then each tool's own program is loaded
+again: the data is cold, the tools are not). Timed: the command from start to exit. Also reported: the same
+plus a `sync` afterwards (until the bytes are on disk: domino-sync makes each batch durable before it counts
+it as copied, rsync and cp leave dirty pages to the kernel)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from bench.context import Context
 from bench.emulator import PROJECT
@@ -35,35 +39,39 @@ def run(ctx: Context) -> list[Row]:
     spec = spec_for(ctx)
     ctx.say(f"first sync: preparing {spec.label()}")
     src = ensure_tree(ctx.trees, spec)
-    dst = ctx.path(NAME, "dst")
-    state = ctx.path(NAME, "state")
+    runs = ctx.path(NAME, "runs")  # one new destination and state folder per command; removed at the end
     log = ctx.path("logs", f"{NAME}.log")
-    config = write_config(
-        ctx.path(NAME, "config.yaml"),
-        source=src,
-        mount=dst,
-        state_dir=state,
-        url=ctx.emulator.url,
-        key=ctx.emulator.key,
-        dataset={"name": "bench-first-sync", "project_id": PROJECT, "create": True},
-    )
-    commands = {
-        DOMINO: once_command(config),
-        "rsync": ["rsync", "-a", f"{src}/", f"{dst}/"],
-        "cp": ["cp", "-a", f"{src}/.", f"{dst}/"],
-    }
-    plain: dict[str, list[float]] = {tool: [] for tool in commands}
-    durable: dict[str, list[float]] = {tool: [] for tool in commands}
+
+    def commands_for(dst: Path, state: Path, config: Path) -> dict[str, list[str]]:
+        write_config(
+            config,
+            source=src,
+            mount=dst,
+            state_dir=state,
+            url=ctx.emulator.url,
+            key=ctx.emulator.key,
+            dataset={"name": "bench-first-sync", "project_id": PROJECT, "create": True},
+        )
+        return {
+            DOMINO: once_command(config),
+            "rsync": ["rsync", "-a", f"{src}/", f"{dst}/"],
+            "cp": ["cp", "-a", f"{src}/.", f"{dst}/"],
+        }
+
+    tools = [DOMINO, "rsync", "cp"]
+    plain: dict[str, list[float]] = {tool: [] for tool in tools}
+    durable: dict[str, list[float]] = {tool: [] for tool in tools}
     errors: dict[str, str] = {}
     peak: list[int] = []
     for round_no in range(ctx.rounds):
-        for tool in rotate(list(commands), round_no):
+        for tool in rotate(tools, round_no):
             if tool in errors:
                 continue
-            fresh_dir(dst)
-            remove(state)
+            run = runs / f"{tool}-{round_no}"
+            dst = fresh_dir(run / "dst")
+            command = commands_for(dst, run / "state", run / "config.yaml")[tool]
             _settle_disk(ctx)
-            result = timed_command(commands[tool], log)
+            result = timed_command(command, log)
             try:
                 took = require_ok(result, tool, log)
             except MeasureError as exc:
@@ -81,16 +89,17 @@ def run(ctx: Context) -> list[Row]:
                 peak.append(result.max_rss)
             ctx.say(f"first sync round {round_no + 1}: {tool} {took:.2f} s (+ sync {written:.2f} s)")
     if ctx.profile and DOMINO not in errors:
+        run = runs / "profile"
+        profiled = commands_for(fresh_dir(run / "dst"), run / "state", run / "config.yaml")[DOMINO]
 
         def prepare() -> None:
-            fresh_dir(dst)
-            remove(state)
+            fresh_dir(run / "dst")
+            remove(run / "state")
             _settle_disk(ctx)
 
         title = "first sync, `domino-sync once`"
-        profile_once(ctx, title, commands[DOMINO], log, prepare, NAME)
-    remove(dst)
-    remove(state)
+        profile_once(ctx, title, profiled, log, prepare, NAME)
+    remove(runs)
     gib = spec.bytes / 2**30
     extra = f"{spec.files:,} files, {gib:.2f} GiB"
     if peak:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,18 @@ def test_shares_deal_folders_round_robin() -> None:
         [("/r/b", "b/"), ("/r/d", "d/")],
     ]
     assert shares(folders[:1], 3) == [[("/r/e", "e/")]]
+
+
+def test_children_forked_from_a_worker_thread_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon scans in a worker thread: children forked from there (their only thread, the main one there)
+    reset their signal handling and answer; none falls back to the parent walking its share."""
+    known = build(tmp_path)
+    merged: list[ScanResult] = []
+    real_merge = scanfork.merge
+    monkeypatch.setattr(scanfork, "merge", lambda out, part: (merged.append(part), real_merge(out, part)))
+    results: list[ScanResult] = []
+    worker = threading.Thread(target=lambda: results.append(walker(tmp_path, 3).scan(known)))
+    worker.start()
+    worker.join(30)
+    same(walker(tmp_path, 1).scan(known), results[0])
+    assert len(merged) == 2  # both children's results came back

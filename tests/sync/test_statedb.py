@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import os
 import sqlite3
 from pathlib import Path
@@ -132,4 +133,19 @@ def test_a_damaged_image_is_ignored_and_replaced(tmp_path: Path) -> None:
         other.close()
         assert db.load() == {"a": make_row(1, 1, 1, 0o644)}
         assert _image(path) not in (None, damage)
+    db.close()
+
+
+def test_the_daemon_load_neither_reads_nor_stores_an_image(tmp_path: Path) -> None:
+    """`load(image=False)` reads the table: no image is stored, and a stored one is not what it answers from."""
+    path = tmp_path / "state.db"
+    db = StateDB(path)
+    db.record(put=[("a", make_row(1, 1, 1, 0o644))])
+    assert db.load(image=False) == {"a": make_row(1, 1, 1, 0o644)} and _image(path) is None
+    db.load()
+    other = sqlite3.connect(path)
+    other.execute("UPDATE files_image SET image = ?", (marshal.dumps({"stale": b"x"}),))
+    other.commit()
+    other.close()
+    assert db.load(image=False) == {"a": make_row(1, 1, 1, 0o644)}
     db.close()

@@ -1,0 +1,39 @@
+"""`check` with the embedded emulator: the mount of a dataset that exists must be there, not "will be created"."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from agent.checks import run_checks
+from agent.config import Config
+
+
+def _config(tmp_path: Path) -> Config:
+    return Config.model_validate(
+        {
+            "source": {"path": str(tmp_path / "outbox"), "create": True},
+            "dataset": {"name": "demo", "project_id": "project-local", "create": True},
+            "domino": {"url": "embedded", "emulator": {"data_dir": str(tmp_path / "emu")}},
+            "state_dir": str(tmp_path / "state"),
+        }
+    )
+
+
+async def test_a_missing_mount_of_an_existing_dataset_fails_the_check(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    before = {name: (ok, detail) for name, ok, detail in await run_checks(config)}
+    assert before["dataset"][0] and "will be created" in before["dataset"][1]
+    assert before["mount"][0] and "will be created with the dataset" in before["mount"][1]
+    from agent.daemon import Agent
+
+    code, _ = await Agent(config).once(drain_timeout=10)  # creates the dataset and its folder
+    assert code == 0
+    mounts = [p for p in (tmp_path / "emu").rglob("demo") if p.is_dir()]
+    assert mounts, "the emulator made the dataset's folder"
+    after = {name: (ok, detail) for name, ok, detail in await run_checks(config)}
+    assert after["mount"][0], after["mount"]
+    shutil.rmtree(mounts[0])
+    gone = {name: (ok, detail) for name, ok, detail in await run_checks(config)}
+    assert gone["dataset"][0]
+    assert not gone["mount"][0] and "will be created" not in gone["mount"][1], gone["mount"]

@@ -1,0 +1,51 @@
+"""The HTTP server is up before the bootstrap: while the API is down at start, /healthz answers and /readyz
+says why the agent is not ready (so probes do not restart it), and a manual snapshot is refused cleanly."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import anyio
+from e2e_support import make_config, wait_for
+
+from agent.daemon import Agent
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - a local test server
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+async def test_health_answers_while_the_bootstrap_waits_for_the_api(emulator: Any, tmp_path: Path) -> None:
+    down = f"http://127.0.0.1:{_closed_port()}"
+    config = make_config(emulator, tmp_path, domino={"url": down, "api_key": "key", "timeout": "1s"})
+    agent = Agent(config, env={}, listen_port=0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        await wait_for(lambda: agent.bound_port is not None and agent.last_error is not None, 20, "a failed bootstrap")
+        base = f"http://127.0.0.1:{agent.bound_port}"
+        health, _ = await anyio.to_thread.run_sync(_get, base + "/healthz")
+        ready, why = await anyio.to_thread.run_sync(_get, base + "/readyz")
+        status, shown = await anyio.to_thread.run_sync(_get, base + "/status")
+        snap, refused = await anyio.to_thread.run_sync(_get, base + "/snapshot", b"{}")
+        assert agent.engine is None and agent.dataset is None  # still bootstrapping
+        tg.cancel_scope.cancel()
+    assert health == 200
+    assert ready == 503 and "API" in json.dumps(why)
+    assert status == 200 and shown["ready"] is False and shown["sync"] is None
+    assert snap == 503 and "not ready" in refused["error"]
