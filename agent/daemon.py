@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,7 @@ class Agent:
     ) -> None:
         self.config = config
         self.early_scan = early_scan  # `once`: the first walk, already under way (sync/earlyscan.py)
+        self._claimed = False  # the state folder's lock is held (see _claim)
         self.env = os.environ if env is None else env
         self.clock = clock
         self.metrics = Metrics()
@@ -102,6 +103,9 @@ class Agent:
         self._forgot_at = 0.0
         self._drain_scope: anyio.CancelScope | None = None  # the drain's; a second signal cancels it
         self._stop_now = False
+        self._start_scope: anyio.CancelScope | None = None  # `run` until its loops go: a signal then cancels it
+        self._engine_scope: anyio.CancelScope | None = None  # the engine's loop in `run`, cancelled after a drain
+        self._group: anyio.abc.TaskGroup | None = None  # `run`'s loops, once started: a signal drains them
         self._markers = frozenset(r.when.marker for r in self.rules if isinstance(r.when, MarkerWhen))
 
     # ---------------------------------------------------------------- assembly
@@ -138,19 +142,32 @@ class Agent:
             return mount
         raise ConfigError("dataset.mount", None, "the dataset's read-write mount path, such as /mnt/data/<name>")
 
+    @contextmanager
+    def _claim(self) -> Iterator[None]:
+        """The state folder, made and locked for this agent until the block ends (ConfigError when another agent
+        holds it): first of all, so a second agent is refused before it starts anything."""
+        state_dir = self.config.state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                "state_dir", str(state_dir), f"a folder the agent can create and write ({exc.strerror})"
+            ) from None
+        with state_lock(state_dir):
+            self._claimed = True
+            try:
+                yield
+            finally:
+                self._claimed = False
+
     @asynccontextmanager
     async def _assembled(self, *, retry_bootstrap: bool) -> AsyncIterator[None]:
         """Everything but the long-running loops: endpoint, client, dataset, engine, queue."""
-        async with AsyncExitStack() as stack:
+        async with AsyncExitStack() as stack, _shielded_exit(stack):
+            if not self._claimed:
+                stack.enter_context(self._claim())
             endpoint = await stack.enter_async_context(self._endpoint())
             state_dir = self.config.state_dir
-            try:
-                state_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(
-                    "state_dir", str(state_dir), f"a folder the agent can create and write ({exc.strerror})"
-                ) from None
-            stack.enter_context(state_lock(state_dir))
             client = LazyClient(endpoint.settings, observer=self.metrics.observe_api)
             stack.push_async_callback(client.aclose)
             self.client = client
@@ -493,29 +510,38 @@ class Agent:
         """Daemon mode until SIGTERM or SIGINT; returns the exit code (0 after a clean drain)."""
         self._daemon = True
         self._scan_wanted_at = self.clock()  # jobs recovered from the queue wait for the start scan too
-        async with anyio.create_task_group() as serving:
-            # the HTTP server first: /healthz answers (and /readyz says why not ready) while the bootstrap
-            # retries an API that is down, so probes do not restart the agent; a taken port fails before any
-            # dataset is created or the state lock taken
-            if self.config.server.enabled:
-                self.bound_port = await self._start_server(serving)
-            async with self._assembled(retry_bootstrap=True), anyio.create_task_group() as tg:
-                assert self.engine is not None and self.queue is not None
-                await self.queue.settle_in_flight()  # before any copy: a snapshot still being taken stays clean
-                tg.start_soon(self._watch_signals, tg)
-                tg.start_soon(self.queue.run)
-                tg.start_soon(self._ticker)
-                if self.progress:
-                    from agent.cli.progress import show_first_sync
-
-                    tg.start_soon(show_first_sync, self._sync_status)
-                self._engine_scope = anyio.CancelScope()
-                tg.start_soon(self._run_engine)
-            serving.cancel_scope.cancel()  # the agent has stopped: so does its server
+        self._start_scope, self._engine_scope = anyio.CancelScope(), anyio.CancelScope()
+        with self._claim():  # a second agent on this state folder is refused before anything starts
+            async with anyio.create_task_group() as serving:
+                # the HTTP server before the bootstrap: /healthz answers (and /readyz says why not ready) while the
+                # bootstrap retries an API that is down, so probes do not restart the agent; a taken port fails
+                # before any dataset is created
+                if self.config.server.enabled:
+                    self.bound_port = await self._start_server(serving)
+                serving.start_soon(self._watch_signals)  # from the start: a stop during the bootstrap is clean too
+                with self._start_scope:  # a signal before the loops go cancels the start
+                    async with self._assembled(retry_bootstrap=True), anyio.create_task_group() as tg:
+                        await self._run_tasks(tg)
+                if self._start_scope.cancelled_caught:
+                    log.info("agent.stopped", drained=True, pending_files=0, queued_snapshots=0, during="start")
+                serving.cancel_scope.cancel()  # the agent has stopped: so does its server
         return 0
 
+    async def _run_tasks(self, tg: anyio.abc.TaskGroup) -> None:
+        """The daemon's loops, in `tg`: queue, rules ticker, engine (after any snapshot still being taken)."""
+        assert self.engine is not None and self.queue is not None
+        await self.queue.settle_in_flight()  # before any copy: a snapshot still being taken stays clean
+        self._group = tg  # from now on a signal drains
+        tg.start_soon(self.queue.run)
+        tg.start_soon(self._ticker)
+        if self.progress:
+            from agent.cli.progress import show_first_sync
+
+            tg.start_soon(show_first_sync, self._sync_status)
+        tg.start_soon(self._run_engine)
+
     async def _run_engine(self) -> None:
-        assert self.engine is not None
+        assert self.engine is not None and self._engine_scope is not None
         with self._engine_scope:
             await self.engine.run()
 
@@ -543,8 +569,9 @@ class Agent:
             delay = 1.0 if wake is None else min(1.0, max(0.02, wake - now))
             await anyio.sleep(delay)
 
-    async def _watch_signals(self, tg: anyio.abc.TaskGroup) -> None:
-        """The first SIGTERM or SIGINT drains (see shutdown); a second one while it drains stops at once."""
+    async def _watch_signals(self) -> None:
+        """The first SIGTERM or SIGINT drains (see shutdown), or, while the agent is still starting (its bootstrap
+        waiting for the API), stops it there; a second one while it drains stops at once."""
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
@@ -556,7 +583,13 @@ class Agent:
                     continue
                 log.info("agent.stopping", signal=name, timeout=self.config.shutdown_timeout)
                 self._stopping = True
-                tg.start_soon(self.shutdown, tg)
+                tg = self._group
+                if tg is None:  # still starting: nothing to drain
+                    self._alive = False
+                    if self._start_scope is not None:
+                        self._start_scope.cancel()
+                else:
+                    tg.start_soon(self.shutdown, tg)
 
     async def shutdown(self, tg: anyio.abc.TaskGroup) -> None:
         """Drain, then stop (the whole drain bounded by shutdown_timeout): a last full scan; what is settled or
@@ -574,7 +607,8 @@ class Agent:
             self._flush_rules_state()
             sent = await self.queue.drain()
         left = max(0.0, deadline - self.clock())
-        self._engine_scope.cancel()  # copies still running (past the timeout) stop; their temp files go
+        if self._engine_scope is not None:
+            self._engine_scope.cancel()  # copies still running (past the timeout) stop; their temp files go
         self._flush_rules_state()
         self._alive = False
         tg.cancel_scope.cancel()
@@ -617,6 +651,17 @@ class Agent:
             }
             code = 0 if report.ok and drained else 1
             return code, summary
+
+
+@asynccontextmanager
+async def _shielded_exit(stack: AsyncExitStack) -> AsyncIterator[None]:
+    """Unwind `stack` shielded from cancellation: an agent stopped while it starts (a signal during the
+    bootstrap) still closes what it opened (its HTTP client, the embedded emulator, the state DB)."""
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await stack.aclose()
 
 
 def dialect_of(value: str) -> Dialect | None:

@@ -7,10 +7,12 @@ the known rows from the state DB (nothing is written but the DB's own row image,
 child that walks the source as the engine's walker would, and sends the result back through a pipe.
 
 The engine takes it (`take`) only when it is the scan it would have made: same root, ignore patterns and
-pruned folders, and the rows the engine holds when it would start its own walk (after recovering intents and
-checking the mount) equal to those the child compared against. Otherwise, or when the child failed, the
-engine walks itself: the early scan can cost a wasted walk, never a wrong one. A file that changes after the
-child looked at it is what any scan meets: the copy checks each file against what the scan saw.
+pruned folders, the rows the engine holds when it would start its own walk (after recovering intents and
+checking the mount) equal to those the child compared against, and started at most `MAX_AGE` before (not
+when the agent first waited for a snapshot still being taken, or for a slow API). Otherwise, or when the
+child failed, the engine walks itself: the early scan can cost a wasted walk, never a wrong one. A file that
+changes after the child looked at it is what any scan meets: the copy checks each file against what the scan
+saw.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from agent.sync.statedb import Row, StateDB
 
 if TYPE_CHECKING:
     from agent.config import SourceConfig
+
+MAX_AGE = 2.0
+"""Seconds: an early walk started longer ago than this before the engine would walk is not used (files dropped
+meanwhile would wait for the next run); the engine walks again."""
 
 _Key = tuple[str, tuple[str, ...], frozenset[str]]
 
@@ -72,11 +78,14 @@ class EarlyScan:
             return None
         return cls(walker, rows, *child, started)
 
-    def take(self, walker: Walker, rows: Mapping[str, Row]) -> ScanResult | None:
-        """The child's result when it is the scan `walker` would make of `rows`, else None (walk again). Blocks
-        until the child is done; once only."""
+    def take(self, walker: Walker, rows: Mapping[str, Row], now: float) -> ScanResult | None:
+        """The child's result when it is the scan `walker` would make of `rows` now, else None (walk again).
+        Blocks until the child is done; once only."""
         child, self._child = self._child, None
         if child is None:
+            return None
+        if now - self.started > MAX_AGE:  # the agent waited (a snapshot still being taken, a slow bootstrap)
+            self._stop(child)
             return None
         (answer,) = collect([child])
         if not isinstance(answer, ScanResult) or _key(walker) != self._key or rows != self._rows:
@@ -86,8 +95,11 @@ class EarlyScan:
     def close(self) -> None:
         """Stop the child if its result was never taken (an agent that failed to start)."""
         child, self._child = self._child, None
-        if child is None:
-            return
+        if child is not None:
+            self._stop(child)
+
+    @staticmethod
+    def _stop(child: tuple[int, int]) -> None:
         pid, fd = child
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -142,9 +142,9 @@ class SyncEngine(Pipeline):
         if self._db is not None:
             rows = self._ledger.rows
         elif (self._state_dir / "state.db").exists():
-            db = await anyio.to_thread.run_sync(StateDB, self._state_dir / "state.db")
+            db = await anyio.to_thread.run_sync(lambda: StateDB(self._state_dir / "state.db", read_only=True))
             try:
-                rows = await anyio.to_thread.run_sync(db.load)
+                rows = await anyio.to_thread.run_sync(lambda: db.load(image=False))  # a dry run writes nothing
             finally:
                 db.close()
         else:
@@ -194,7 +194,7 @@ class SyncEngine(Pipeline):
         try:
             scan = None
             if early is not None:  # `once`'s walk, started before the agent was assembled, when it still holds
-                scan = await anyio.to_thread.run_sync(early.take, self._walker, self._ledger.rows)
+                scan = await anyio.to_thread.run_sync(early.take, self._walker, self._ledger.rows, started)
                 started = early.started if scan is not None else started
             if scan is None:
                 scan = await anyio.to_thread.run_sync(self._walker.scan, self._ledger.rows)

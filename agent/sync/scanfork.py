@@ -8,9 +8,10 @@ into a pipe and leaves with `os._exit` (no cleanup of the parent's objects, no a
 merges the results; a child that fails or dies (its share of the result never completes) is walked again by
 the parent, so a failed fork costs time, never a wrong answer.
 
-A child runs nothing but the walk: no logging, no SQLite, no event loop; its signal handling is reset first
-(the parent's asyncio wake-up fd must not hear about a signal the child got, such as a Ctrl-C sent to the
-whole process group).
+A child runs nothing but the walk: no logging, no SQLite, no event loop. First it closes every descriptor but
+its pipe (a child outliving a killed agent must not hold the state lock or the listening socket), asks to be
+killed with its parent (`PR_SET_PDEATHSIG`), and ignores stop signals sent to the whole group (the parent
+stops it, or lets it finish its walk while it drains).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def spawn(work: Callable[[], object]) -> tuple[int, int] | None:
     """Fork a child that runs `work()` and sends back what it returns, pickled; (pid, read end of its pipe), or
     None when no child could be started. Read the answer with `collect`."""
     read_end, write_end = os.pipe()
+    parent = os.getpid()
     try:
         with warnings.catch_warnings():  # 3.12+ warns about fork in a threaded process: the child runs no thread
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -108,10 +110,7 @@ def spawn(work: Callable[[], object]) -> tuple[int, int] | None:
     if pid == 0:  # the child: work, send, leave
         status = 1
         try:
-            os.close(read_end)
-            signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_DFL)
+            _detach(parent, write_end)
             view = memoryview(pickle.dumps(work(), protocol=pickle.HIGHEST_PROTOCOL))
             while view:
                 view = view[os.write(write_end, view) :]
@@ -120,6 +119,44 @@ def spawn(work: Callable[[], object]) -> tuple[int, int] | None:
             os._exit(status)
     os.close(write_end)
     return pid, read_end
+
+
+def _detach(parent: int, keep: int) -> None:
+    """In a fresh child: hold nothing of the parent's but the pipe `keep` (not its state lock, not its listening
+    socket: a child outliving a killed agent must not keep a restart out), die with the parent (SIGKILL when
+    the thread that forked it ends; at once if it already has), and leave stop signals to the parent: a Ctrl-C
+    or a systemd stop reaches the whole group, and the parent decides (its drain lets the walk finish)."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _max_fd())
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _max_fd() -> int:
+    try:
+        return int(os.sysconf("SC_OPEN_MAX"))
+    except (OSError, ValueError):
+        return 65536
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl: Callable[..., int] = fn
+    return prctl
+
+
+_PR_SET_PDEATHSIG = 1
+_PRCTL = _libc_prctl()
 
 
 def collect(children: list[tuple[int, int]]) -> list[object | None]:

@@ -134,9 +134,18 @@ CREATE TRIGGER IF NOT EXISTS files_image_on_delete AFTER DELETE ON files BEGIN D
 class StateDB:
     """The `files` table of `state.db`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """Open (and create, or bring up to date) the DB; `read_only` opens an existing one only to read it, and
+        writes nothing (the dry run), so only `load(image=False)` and `intents` may be called."""
         self.path = path
         self._lock = threading.Lock()
+        if read_only:
+            try:
+                uri = path.absolute().as_uri() + "?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StateError(f"state DB {path} cannot be opened ({exc}): check state_dir") from None
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)

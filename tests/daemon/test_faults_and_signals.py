@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,6 +93,40 @@ def test_sigterm_syncs_and_snapshots_the_last_drop(tmp_path: Path) -> None:
         frozen = emu.mount_root / f"{DATASET}@last"
         assert tree(frozen) == tree(cfg.source.path)
         assert len(tree(frozen)) == 12
+
+
+def test_a_signal_while_the_api_is_down_at_start_stops_cleanly(tmp_path: Path) -> None:
+    """SIGTERM and SIGINT during the bootstrap (the API refuses connections) stop the agent with exit 0 and
+    `agent.stopped`, as later; the HTTP server answered until then."""
+    with EmulatorThread(EmulatorOptions(data_dir=tmp_path / "emu", users={"alice": "key-alice"})) as emu:
+        cfg = make_config(emu, tmp_path)
+        gone = emu.url  # the emulator stops here: nothing listens there after
+    port = free_port()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        doc = cfg.model_dump(mode="json")
+        doc["domino"]["url"] = gone
+        doc["server"] = {"listen": f"127.0.0.1:{port}"}
+        with agent_process(tmp_path, doc) as proc:
+            until(lambda: answers(f"http://127.0.0.1:{port}/healthz"))
+            assert answers(f"http://127.0.0.1:{port}/healthz")
+            proc.send_signal(signum)
+            _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err[-2000:]
+        assert "agent.stopped" in err and "Traceback" not in err, err[-2000:]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - a local test server
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 def test_sigterm_drains_and_exits_0(tmp_path: Path) -> None:

@@ -31,6 +31,17 @@ async def test_a_second_agent_on_the_same_state_folder_is_refused(emulator: Any,
     assert code == 0
 
 
+async def test_a_second_daemon_is_refused_for_its_state_folder_not_its_port(emulator: Any, make_cfg: Any) -> None:
+    """Two `run`s of one config: the second is refused for the state folder (exit 2 at the CLI), before it tries
+    the port the first one holds."""
+    cfg = make_cfg(emulator)
+    async with running_agent(cfg) as first:
+        same_port = Agent(cfg, env={}, listen_port=first.bound_port)
+        with pytest.raises(ConfigError) as caught:
+            await same_port.run()
+        assert caught.value.key == "state_dir"
+
+
 def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
     """A holder killed with SIGKILL leaves no stale lock: the next agent takes it at once."""
     probe = (

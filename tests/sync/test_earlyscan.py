@@ -4,13 +4,14 @@ would make, and stopped when the agent never gets to it."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 from sync.sync_kit import EngineFactory
 
 from agent.config import SourceConfig
-from agent.sync.earlyscan import EarlyScan
+from agent.sync.earlyscan import MAX_AGE, EarlyScan
 from agent.sync.scan import ScanResult, Walker, source_walker
 from agent.sync.statedb import StateDB, make_row
 
@@ -35,26 +36,35 @@ def test_the_early_result_is_the_walk_the_engine_would_make(src: Path, mnt: Path
     early = EarlyScan.start(source, mnt, state)
     assert early is not None
     walker = source_walker(source, mnt, state)
-    taken = early.take(walker, rows)
+    taken = early.take(walker, rows, time.time())
     assert isinstance(taken, ScanResult)
     fresh = walker.scan(rows)
     assert taken.changed == fresh.changed and taken.hits == fresh.hits == {"d00": 1}
     assert (taken.files, taken.bytes) == (fresh.files, fresh.bytes) == (20, sum(len(str(i)) for i in range(20)))
-    assert early.take(walker, rows) is None  # once only
+    assert early.take(walker, rows, time.time()) is None  # once only
     early.close()
 
 
 def test_a_different_walk_or_other_rows_are_not_taken(src: Path, mnt: Path, state: Path) -> None:
-    """Rows that changed since the child compared against them (intents claimed, stale rows dropped) or other
-    walk settings: the engine walks again."""
+    """Rows that changed since the child compared against them (intents claimed, stale rows dropped), other
+    walk settings, or a walk older than MAX_AGE (the agent waited for a snapshot being taken): the engine walks
+    again."""
     fill(src)
     source = SourceConfig(path=src)
     early = EarlyScan.start(source, mnt, state)
     assert early is not None
-    assert early.take(source_walker(source, mnt, state), {"d00/f.csv": make_row(1, 1, 1, 0o644)}) is None
+    rows = {"d00/f.csv": make_row(1, 1, 1, 0o644)}
+    assert early.take(source_walker(source, mnt, state), rows, time.time()) is None
     other = EarlyScan.start(source, mnt, state)
     assert other is not None
-    assert other.take(source_walker(SourceConfig(path=src, ignore=("*.csv",)), mnt, state), {}) is None
+    csv_ignored = source_walker(SourceConfig(path=src, ignore=("*.csv",)), mnt, state)
+    assert other.take(csv_ignored, {}, time.time()) is None
+    late = EarlyScan.start(source, mnt, state)
+    assert late is not None
+    pid = late._child[0] if late._child else 0
+    assert late.take(source_walker(source, mnt, state), {}, late.started + MAX_AGE + 1) is None  # too old
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # and its child stopped
 
 
 def test_close_stops_a_child_whose_result_is_never_taken(src: Path, mnt: Path, state: Path) -> None:

@@ -289,10 +289,15 @@ async def test_plan_is_a_dry_run(src: Path, mnt: Path, state: Path, make_engine:
     (src / "b").unlink()
     write(src / "c", "c")
     before = tree(mnt)
+    kept = [
+        p for p in state.iterdir() if not p.name.endswith("-shm")
+    ]  # SQLite's index in shared memory: readers mark it
+    state_before = {p.name: p.read_bytes() for p in kept}
     plan = await make_engine(max_delete=1.0).plan()
     assert plan.copy == ("c",) and plan.move == (("a", "a2"),) and plan.delete == ("b",)
     assert not plan.refused_delete and plan.mount_problem is None
     assert tree(mnt) == before and list(mnt.iterdir())
+    assert {p.name: p.read_bytes() for p in kept} == state_before  # not a byte of the state DB
     db = StateDB(state / "state.db")
     assert set(db.load()) == {"a", "b"}
     db.close()

@@ -149,3 +149,20 @@ def test_the_daemon_load_neither_reads_nor_stores_an_image(tmp_path: Path) -> No
     other.close()
     assert db.load(image=False) == {"a": make_row(1, 1, 1, 0o644)}
     db.close()
+
+
+def test_a_read_only_open_writes_nothing(tmp_path: Path) -> None:
+    """The dry run's view: an existing DB opened read-only loads its rows and changes no byte of the file
+    (no image stored, no schema brought up to date)."""
+    path = tmp_path / "state.db"
+    db = StateDB(path)
+    db.record(put=[("a", make_row(1, 1, 1, 0o644))])
+    db.close()
+    before = path.read_bytes()
+    ro = StateDB(path, read_only=True)
+    assert ro.load(image=False) == {"a": make_row(1, 1, 1, 0o644)}
+    assert ro.intents() == {}
+    with pytest.raises(StateError):
+        ro.record(put=[("b", make_row(2, 2, 2, 0o644))])
+    ro.close()
+    assert path.read_bytes() == before and _image(path) is None
