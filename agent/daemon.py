@@ -103,6 +103,7 @@ class Agent:
         self._forgot_at = 0.0
         self._drain_scope: anyio.CancelScope | None = None  # the drain's; a second signal cancels it
         self._stop_now = False
+        self._left_at_stop = (0, 0)  # (pending files, queued snapshots) when a signal stopped the start
         self._start_scope: anyio.CancelScope | None = None  # `run` until its loops go: a signal then cancels it
         self._engine_scope: anyio.CancelScope | None = None  # the engine's loop in `run`, cancelled after a drain
         self._group: anyio.abc.TaskGroup | None = None  # `run`'s loops, once started: a signal drains them
@@ -513,17 +514,21 @@ class Agent:
         self._start_scope, self._engine_scope = anyio.CancelScope(), anyio.CancelScope()
         with self._claim():  # a second agent on this state folder is refused before anything starts
             async with anyio.create_task_group() as serving:
+                await serving.start(self._watch_signals)  # first: a stop during the start is clean too
                 # the HTTP server before the bootstrap: /healthz answers (and /readyz says why not ready) while the
                 # bootstrap retries an API that is down, so probes do not restart the agent; a taken port fails
                 # before any dataset is created
                 if self.config.server.enabled:
                     self.bound_port = await self._start_server(serving)
-                serving.start_soon(self._watch_signals)  # from the start: a stop during the bootstrap is clean too
                 with self._start_scope:  # a signal before the loops go cancels the start
                     async with self._assembled(retry_bootstrap=True), anyio.create_task_group() as tg:
                         await self._run_tasks(tg)
                 if self._start_scope.cancelled_caught:
-                    log.info("agent.stopped", drained=True, pending_files=0, queued_snapshots=0, during="start")
+                    pending, queued = self._left_at_stop
+                    log.info(
+                        "agent.stopped", drained=not pending and not queued, pending_files=pending,
+                        queued_snapshots=queued, during="start",
+                    )  # fmt: skip
                 serving.cancel_scope.cancel()  # the agent has stopped: so does its server
         return 0
 
@@ -569,10 +574,11 @@ class Agent:
             delay = 1.0 if wake is None else min(1.0, max(0.02, wake - now))
             await anyio.sleep(delay)
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The first SIGTERM or SIGINT drains (see shutdown), or, while the agent is still starting (its bootstrap
         waiting for the API), stops it there; a second one while it drains stops at once."""
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if self._stopping:
@@ -586,6 +592,10 @@ class Agent:
                 tg = self._group
                 if tg is None:  # still starting: nothing to drain
                     self._alive = False
+                    self._left_at_stop = (
+                        int(self.engine.status().get("pending", 0) or 0) if self.engine else 0,
+                        int(self._queue_status().get("depth", 0)),  # what the state DB holds for the next start
+                    )
                     if self._start_scope is not None:
                         self._start_scope.cancel()
                 else:
