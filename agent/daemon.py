@@ -584,6 +584,8 @@ class Agent:
                 if self._stopping:
                     log.warning("agent.stop_now", signal=name)
                     self._stop_now = True
+                    if self.engine is not None:
+                        self.engine.halt_scans()  # a walk in a worker thread would hold the exit until it ends
                     if self._drain_scope is not None:
                         self._drain_scope.cancel()
                     continue

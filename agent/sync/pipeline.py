@@ -143,6 +143,10 @@ class Pipeline:
         self._refused = False
         self._early_scan = early_scan  # `once`'s first walk, started before the agent was assembled
 
+    def halt_scans(self) -> None:
+        """Stop the walks under way and any to come (the agent stops at once): see Walker.halt."""
+        self._walker.halt()
+
     def request_scan(self) -> None:
         """Ask for a full scan soon. From the event loop it starts at once; from another thread the flag is
         seen within a second."""

@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import stat
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,9 +154,20 @@ class Walker:
     ) -> None:
         self.root = os.path.abspath(root)
         self.workers = default_workers() if workers is None else workers  # processes for a full scan
+        self.halted = threading.Event()  # `halt`: walks stop with SourceError, their children killed
+        self.children: set[int] = set()  # the processes walking shares of a scan now (scanfork.py)
         self.real_root = os.path.realpath(self.root)
         self.matcher = matcher
         self.prune = frozenset(prune)
+
+    def halt(self) -> None:
+        """Stop every walk of this walker now (an agent told to stop at once): they raise SourceError, which no
+        caller takes for an empty tree, and the processes walking shares are killed. For good: a halted walker
+        walks no more."""
+        self.halted.set()
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def root_ok(self) -> bool:
         """The source root is there and a folder (when it is not, nothing under it counts as deleted)."""
@@ -208,7 +221,10 @@ class Walker:
         add = out.seen.add if out.seen_all else None
         is_reg = stat.S_ISREG
         files = size = 0
+        halted = self.halted.is_set
         while stack:
+            if halted():
+                raise SourceError("the scan was stopped (the agent is stopping)")
             if until:
                 if len(stack) >= until:
                     break

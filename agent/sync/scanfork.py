@@ -16,6 +16,7 @@ stops it, or lets it finish its walk while it drains).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import selectors
@@ -25,6 +26,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 
+from agent.errors import SourceError
 from agent.sync.statedb import Row
 
 if TYPE_CHECKING:
@@ -54,16 +56,25 @@ def fan_out(walker: Walker, folders: Share, known: Mapping[str, Row], out: ScanR
 
     mine, *others = shares(folders, walker.workers)
     children: list[tuple[int, int, Share]] = []  # (pid, read end, share)
-    for share in others:
-        started = spawn(partial(_walked, walker, share, known, ScanResult))
-        if started is None:
-            walker._walk(share, known, out)  # could not fork: this process walks it
-        else:
-            children.append((*started, share))
     try:
+        for share in others:
+            if walker.halted.is_set():
+                break
+            started = spawn(partial(_walked, walker, share, known, ScanResult))
+            if started is None:
+                walker._walk(share, known, out)  # could not fork: this process walks it
+            else:
+                walker.children.add(started[0])  # Walker.halt kills it
+                children.append((*started, share))
+                if walker.halted.is_set():  # halted while it was being forked
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(started[0], signal.SIGKILL)
         walker._walk(mine, known, out)
     finally:
         answers = collect([(pid, fd) for pid, fd, _ in children])  # reaped even when this share failed
+        walker.children.difference_update(pid for pid, _, _ in children)
+    if walker.halted.is_set():
+        raise SourceError("the scan was stopped (the agent is stopping)")  # a killed share is no answer
     for answer, (_, _, share) in zip(answers, children, strict=True):
         if isinstance(answer, ScanResult):
             merge(out, answer)

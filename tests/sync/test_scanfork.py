@@ -10,11 +10,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sync.sync_kit import refuse_listing
 
 from agent.config import DEFAULT_IGNORE
+from agent.errors import SourceError
 from agent.sync import scanfork
 from agent.sync.scan import SPLIT_AT, IgnoreMatcher, ScanResult, Walker
 from agent.sync.scanfork import shares
@@ -206,3 +208,42 @@ time.sleep(60)
             return
         time.sleep(0.05)
     raise AssertionError("the child outlived its killed parent")
+
+
+def test_a_halted_scan_stops_at_once_and_kills_its_children(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Walker.halt` (a second stop signal): a shared walk under way raises SourceError (never a partial answer
+    that would pass for deletions) soon, its children killed and reaped; later walks refuse at once."""
+    known = build(tmp_path)
+    real_scandir = os.scandir
+
+    def slow(path: Any) -> Any:
+        time.sleep(0.1)  # every folder a tenth of a second, in the children too (they inherit this patch)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", slow)
+    shared = walker(tmp_path, 3)
+    failures: list[BaseException] = []
+
+    def scan() -> None:
+        try:
+            shared.scan(known)
+        except BaseException as exc:  # recorded for the assertion below
+            failures.append(exc)
+
+    worker = threading.Thread(target=scan)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not shared.children and time.monotonic() < deadline:
+        time.sleep(0.01)
+    children = set(shared.children)
+    assert children, "the walk forked"
+    started = time.monotonic()
+    shared.halt()
+    worker.join(10)
+    assert not worker.is_alive() and time.monotonic() - started < 2
+    assert len(failures) == 1 and isinstance(failures[0], SourceError)
+    for pid in children:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    with pytest.raises(SourceError):
+        shared.scan(known)
