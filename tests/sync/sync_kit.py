@@ -27,7 +27,10 @@ def tree(root: Path, *, skip: Callable[[str], bool] = lambda rel: False) -> dict
             rel = path.relative_to(root).as_posix()
             if skip(rel) or not path.is_file():
                 continue
-            out[rel] = path.read_bytes()
+            try:
+                out[rel] = path.read_bytes()
+            except FileNotFoundError:
+                continue  # a temp file renamed (or a file deleted) since the listing: the engine is at work
     return out
 
 
