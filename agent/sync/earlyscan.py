@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.sync.scan import ScanResult, Walker, source_walker
-from agent.sync.scanfork import collect, spawn
+from agent.sync.scanfork import collect, kill, spawn
 from agent.sync.statedb import Row, StateDB
 
 if TYPE_CHECKING:
@@ -101,8 +100,7 @@ class EarlyScan:
     @staticmethod
     def _stop(child: tuple[int, int]) -> None:
         pid, fd = child
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        kill(pid)
         os.close(fd)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import stat
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING
 import pathspec
 
 from agent.errors import SourceError
-from agent.sync.scanfork import default_workers, fan_out
+from agent.sync.scanfork import default_workers, fan_out, kill
 from agent.sync.settle import FileStat
 from agent.sync.statedb import ROW_PACK, Row, make_row
 
@@ -166,8 +165,7 @@ class Walker:
         walks no more."""
         self.halted.set()
         for pid in list(self.children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            kill(pid)
 
     def root_ok(self) -> bool:
         """The source root is there and a folder (when it is not, nothing under it counts as deleted)."""

@@ -67,8 +67,7 @@ def fan_out(walker: Walker, folders: Share, known: Mapping[str, Row], out: ScanR
                 walker.children.add(started[0])  # Walker.halt kills it
                 children.append((*started, share))
                 if walker.halted.is_set():  # halted while it was being forked
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(started[0], signal.SIGKILL)
+                    kill(started[0])
         walker._walk(mine, known, out)
     finally:
         answers = collect([(pid, fd) for pid, fd, _ in children])  # reaped even when this share failed
@@ -130,6 +129,12 @@ def spawn(work: Callable[[], object]) -> tuple[int, int] | None:
             os._exit(status)
     os.close(write_end)
     return pid, read_end
+
+
+def kill(pid: int) -> None:
+    """SIGKILL a child (gone already is fine); `collect` or `waitpid` reaps it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _detach(parent: int, keep: int) -> None:
