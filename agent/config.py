@@ -26,12 +26,10 @@ from pydantic import (
     model_validator,
 )
 
+from agent import defaults
 from agent.api.models import Dialect, Role
 from agent.errors import MISSING, ConfigError
 from agent.units import DURATION_EXPECTED, SIZE_EXPECTED, parse_duration, parse_size
-
-DEFAULT_IGNORE = ("*.tmp", "*.part", "*.swp", ".~*", "~$*")
-
 
 DURATION_EXPECTED_IN_CONFIG = f"{DURATION_EXPECTED} (a bare number is seconds)"
 _BARE_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
@@ -89,7 +87,7 @@ class _Model(BaseModel):
 class SourceConfig(_Model):
     path: UserPath
     settle: Duration = 2.0
-    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    ignore: tuple[str, ...] = defaults.IGNORE
     delete: Literal["mirror", "keep"] = "mirror"
     max_delete: Share = 0.5
     rescan: Duration = 600.0
@@ -287,7 +285,7 @@ class Config(_Model):
     source: SourceConfig
     dataset: DatasetConfig
     domino: DominoConfig = DominoConfig()
-    state_dir: UserPath = Path(".domino-sync/state")
+    state_dir: UserPath = defaults.STATE_DIR
     rules: tuple[RuleConfig, ...] = ()
     server: ServerConfig = ServerConfig()
     shutdown_timeout: Duration = 20.0

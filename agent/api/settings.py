@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from yarl import URL
-
 from agent.errors import MISSING, ConfigError
 from agent.logs import register_secret
 
@@ -125,8 +123,10 @@ class ClientSettings:
 def _check_url(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ConfigError(key, value, "an http:// or https:// URL")
-    try:
-        host = URL(value).host
+    try:  # urllib, not yarl: checking the config must not import the HTTP stack (api/lazy.py)
+        parts = urlsplit(value)
+        _ = parts.port  # ValueError when the port is not a number from 0 to 65535
+        host = parts.hostname
     except ValueError:
         host = None
     if not host:

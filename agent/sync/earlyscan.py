@@ -13,6 +13,12 @@ when the agent first waited for a snapshot still being taken, or for a slow API)
 child failed, the engine walks itself: the early scan can cost a wasted walk, never a wrong one. A file that
 changes after the child looked at it is what any scan meets: the copy checks each file against what the scan
 saw.
+
+From the console, `once` starts it sooner still (`prestart`, called by cli/console.py before the CLI is
+imported): it reads the four settings a walk needs from the YAML file as written, with the config's defaults,
+and forks then, 0.15 s earlier (click, structlog and pydantic's config models are imported meanwhile, on the
+other core). `start`, called once the config is validated, hands that walk over when it is the walk of the
+validated config, else stops it and forks its own: a misreading costs a walk, never a wrong result.
 """
 
 from __future__ import annotations
@@ -22,20 +28,24 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from agent import defaults
 from agent.sync.scan import ScanResult, Walker, source_walker
 from agent.sync.scanfork import collect, kill, spawn
 from agent.sync.statedb import Row, StateDB
 
 if TYPE_CHECKING:
-    from agent.config import SourceConfig
+    from agent.sync.scan import WalkedSource
 
 MAX_AGE = 2.0
 """Seconds: an early walk started longer ago than this before the engine would walk is not used (files dropped
 meanwhile would wait for the next run); the engine walks again."""
 
 _Key = tuple[str, tuple[str, ...], frozenset[str]]
+
+_prestarted: EarlyScan | None = None
+"""The walk `prestart` forked, until `start` takes it over or stops it."""
 
 
 def _key(walker: Walker) -> _Key:
@@ -52,12 +62,21 @@ class EarlyScan:
         self.started = started
 
     @classmethod
-    def start(cls, source: SourceConfig, mount: Path | None, state_dir: Path) -> EarlyScan | None:
-        """Fork the scan of `source`; None when it cannot be started here (no mount known yet: the mount comes
-        from the dataset; no source folder; no fork)."""
+    def start(cls, source: WalkedSource, mount: Path | None, state_dir: Path) -> EarlyScan | None:
+        """Fork the scan of `source`, or take over the one `prestart` forked when it walks the same; None when
+        it cannot be started here (no mount known yet: the mount comes from the dataset; no source folder; no
+        fork)."""
+        global _prestarted
+        early, _prestarted = _prestarted, None
         if mount is None or not source.path.is_dir():
+            if early is not None:
+                early.close()
             return None
         walker = source_walker(source, mount, state_dir)
+        if early is not None:
+            if early._key == _key(walker):
+                return early
+            early.close()
         rows: dict[str, Row] = {}
         db_path = state_dir / "state.db"
         if db_path.is_file():
@@ -104,3 +123,53 @@ class EarlyScan:
         os.close(fd)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+
+
+class _Source(NamedTuple):
+    path: Path
+    ignore: tuple[str, ...]
+
+
+def prestart(config_path: str) -> None:
+    """Fork the walk of the config file at `config_path` for `start` to take over, reading it as plain YAML:
+    `source.path`, `source.ignore`, `dataset.mount` and `state_dir`, with the config's defaults. Nothing
+    happens when the file cannot be read that simply (it is validated, and errors reported, later): no mount
+    named, a value of an unexpected type."""
+    global _prestarted
+    import yaml
+
+    try:
+        with Path(config_path).open(encoding="utf-8") as file:
+            data = yaml.load(file, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - safe
+        settings = _walk_settings(data)
+    except (OSError, ValueError, yaml.YAMLError):
+        return
+    if settings is not None:
+        _prestarted = EarlyScan.start(*settings)
+
+
+def _walk_settings(data: Any) -> tuple[_Source, Path, Path] | None:
+    """(source, mount, state_dir) as the config models would read them (strings stripped, `~` expanded)."""
+    if not isinstance(data, dict):
+        return None
+    source, dataset = data.get("source"), data.get("dataset")
+    if not (isinstance(source, dict) and isinstance(dataset, dict)):
+        return None
+    path, mount = _text(source.get("path")), _text(dataset.get("mount"))
+    state_dir = _text(data.get("state_dir", str(defaults.STATE_DIR)))
+    ignore = source.get("ignore", defaults.IGNORE)
+    if path is None or mount is None or state_dir is None or not isinstance(ignore, list | tuple):
+        return None
+    patterns = tuple(pattern for pattern in map(_text, ignore) if pattern is not None)
+    if len(patterns) != len(ignore):
+        return None
+    return _Source(_user_path(path), patterns), _user_path(mount), _user_path(state_dir)
+
+
+def _text(value: Any) -> str | None:
+    """A string as the config reads it (stripped); None for anything else, or nothing left."""
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _user_path(text: str) -> Path:
+    return Path(text).expanduser()

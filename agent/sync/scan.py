@@ -32,7 +32,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pathspec
 
@@ -40,9 +40,6 @@ from agent.errors import SourceError
 from agent.sync.scanfork import default_workers, fan_out, kill
 from agent.sync.settle import FileStat
 from agent.sync.statedb import ROW_PACK, Row, make_row
-
-if TYPE_CHECKING:
-    from agent.config import SourceConfig
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 SPLIT_AT = 16
@@ -424,7 +421,17 @@ def _closing(fd: int) -> Iterator[None]:
         os.close(fd)
 
 
-def source_walker(source: SourceConfig, mount: Path, state_dir: Path) -> Walker:
+class WalkedSource(Protocol):
+    """What a walk needs of `source:` (a SourceConfig, or the early walk's reading of the file, earlyscan.py)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def ignore(self) -> tuple[str, ...]: ...
+
+
+def source_walker(source: WalkedSource, mount: Path, state_dir: Path) -> Walker:
     """The walker of `source`: its ignore patterns, and never into the agent's own state or the mount when they
     lie inside it."""
     root = os.path.abspath(source.path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,14 +74,49 @@ def test_a_real_process_shows_no_traceback(tmp_path: Path) -> None:
     """Run as a process, an invalid config ends with exit 2, one line, no traceback."""
     path = tmp_path / "bad.yaml"
     path.write_text("source: {path: x, settle: soon}\ndataset: {name: d}\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--config", str(path)], capture_output=True, text=True, timeout=60
+    _assert_settle_is_soon(_process("run", path))
+
+
+def test_a_once_that_started_its_walk_before_the_config_failed_leaves_nothing_running(tmp_path: Path) -> None:
+    """`once` forks its walk before the config is validated (sync/earlyscan.py `prestart`): a config that then
+    fails still ends with exit 2 and one line, and the walking child goes with the process."""
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    for i in range(40):
+        (src / f"d{i}").mkdir(parents=True)
+        (src / f"d{i}" / "f.csv").write_text("x")
+    path = tmp_path / "bad-once.yaml"
+    path.write_text(f"source: {{path: {src}, settle: soon}}\ndataset: {{name: d, project_id: p, mount: {mnt}}}\n")
+    _assert_settle_is_soon(_process("once", path))
+    deadline = time.monotonic() + 10
+    while (left := _processes_naming(str(path))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == []
+
+
+def _process(command: str, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", command, "--config", str(config)], capture_output=True, text=True, timeout=60
     )
-    assert proc.returncode == 2
+
+
+def _assert_settle_is_soon(proc: subprocess.CompletedProcess[str]) -> None:
+    """Exit 2 and one line naming the key (the configs here say `settle: soon`)."""
+    assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "domino-sync: error: config: source.settle: got 'soon', expected a duration such as 200ms, 2s, 10m or 1h"
         " (a bare number is seconds)"
     ]
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_missing_config_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

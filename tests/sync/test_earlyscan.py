@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sync.sync_kit import EngineFactory
 
-from agent.config import SourceConfig
+from agent.cli.console import once_config
+from agent.config import SourceConfig, load_config
+from agent.sync import earlyscan
 from agent.sync.earlyscan import MAX_AGE, EarlyScan
 from agent.sync.scan import ScanResult, Walker, source_walker
 from agent.sync.statedb import StateDB, make_row
+
+
+@pytest.fixture(autouse=True)
+def no_prestarted_walk_left() -> Iterator[None]:
+    yield
+    left, earlyscan._prestarted = earlyscan._prestarted, None
+    if left is not None:
+        left.close()
 
 
 def fill(src: Path, folders: int = 20) -> None:
@@ -117,3 +128,90 @@ async def test_an_early_walk_that_does_not_hold_is_replaced(
     db.close()
     report = await make_engine(early_scan=early).sync_once()
     assert report.ok and report.copied == 19
+
+
+def write_config(path: Path, src: Path, mnt: Path, state: Path, extra_source: str = "") -> Path:
+    path.write_text(
+        f"source: {{path: ' {src} '{extra_source}}}\n"
+        f"dataset: {{name: d, project_id: p, mount: {mnt}}}\n"
+        f"domino: {{url: http://127.0.0.1:1, api_key: k}}\n"
+        f"state_dir: {state}\n"
+    )
+    return path
+
+
+def prestarted() -> EarlyScan | None:
+    return earlyscan._prestarted
+
+
+def test_prestart_forks_the_walk_that_start_then_takes_over(src: Path, mnt: Path, state: Path, tmp_path: Path) -> None:
+    """From the console `once` forks its walk before the config is validated, reading the file as plain YAML
+    (strings stripped, defaults applied): `start` with the validated config hands that same walk over."""
+    fill(src)
+    earlyscan.prestart(str(write_config(tmp_path / "c.yaml", src, mnt, state)))
+    early = prestarted()
+    assert early is not None
+    config = load_config(tmp_path / "c.yaml")
+    assert EarlyScan.start(config.source, config.dataset.mount, config.state_dir) is early
+    assert prestarted() is None
+    taken = early.take(source_walker(config.source, mnt, state), {}, time.time())
+    assert taken is not None and taken.files == 20 and set(taken.changed) == {f"d{i:02d}/f.csv" for i in range(20)}
+
+
+def test_a_prestarted_walk_of_another_reading_is_stopped_and_replaced(
+    src: Path, mnt: Path, state: Path, tmp_path: Path
+) -> None:
+    """The light reading differs from the validated config (here `start` is called with other patterns): the
+    prestarted child is stopped and `start` forks the walk of the config it was given."""
+    fill(src)
+    earlyscan.prestart(str(write_config(tmp_path / "c.yaml", src, mnt, state)))
+    early = prestarted()
+    assert early is not None and early._child is not None
+    pid = early._child[0]
+    other = EarlyScan.start(SourceConfig(path=src, ignore=("*.csv",)), mnt, state)
+    assert other is not None and other is not early
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # stopped and reaped
+    taken = other.take(source_walker(SourceConfig(path=src, ignore=("*.csv",)), mnt, state), {}, time.time())
+    assert taken is not None and sorted(taken.changed) == [f"d{i:02d}/x.tmp" for i in range(20)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "source: {path: SRC}\ndataset: {name: d, project_id: p}\n",  # no mount named: it comes from the dataset
+        "source: {path: SRC, ignore: '*.csv'}\ndataset: {name: d, project_id: p, mount: MNT}\n",  # not a list
+        "source: {path: 7}\ndataset: {name: d, project_id: p, mount: MNT}\n",
+        "- a list\n",
+        "source: {path: SRC\n",  # not YAML
+    ],
+)
+def test_prestart_leaves_what_it_cannot_read_simply_to_the_validated_config(
+    text: str, src: Path, mnt: Path, tmp_path: Path
+) -> None:
+    fill(src, folders=1)
+    config = tmp_path / "c.yaml"
+    config.write_text(text.replace("SRC", str(src)).replace("MNT", str(mnt)))
+    earlyscan.prestart(str(config))
+    earlyscan.prestart(str(tmp_path / "missing.yaml"))
+    assert prestarted() is None
+
+
+@pytest.mark.parametrize(
+    ("args", "config"),
+    [
+        (["once", "--config", "c.yaml"], "c.yaml"),
+        (["once", "-c", "c.yaml", "--timeout", "5"], "c.yaml"),
+        (["--log-level", "debug", "once", "--config=c.yaml"], "c.yaml"),
+        (["--log-format=json", "once", "-cc.yaml"], "c.yaml"),
+        (["once", "--dry-run", "-c", "c.yaml"], None),
+        (["once", "-c", "c.yaml", "--help"], None),
+        (["once"], None),
+        (["run", "-c", "c.yaml"], None),
+        (["--help"], None),
+        (["--verbose", "once", "-c", "c.yaml"], None),  # an option this reading does not know: no guess
+        ([], None),
+    ],
+)
+def test_the_console_reads_which_config_a_walking_once_names(args: list[str], config: str | None) -> None:
+    assert once_config(args) == config

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sync.sync_kit import refuse_listing
 
-from agent.config import DEFAULT_IGNORE
+from agent.defaults import IGNORE as DEFAULT_IGNORE
 from agent.errors import SourceError
 from agent.sync.scan import IgnoreMatcher, Walker
 from agent.sync.statedb import make_row

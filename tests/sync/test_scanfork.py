@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sync.sync_kit import refuse_listing
 
-from agent.config import DEFAULT_IGNORE
+from agent.defaults import IGNORE as DEFAULT_IGNORE
 from agent.errors import SourceError
 from agent.sync import scanfork
 from agent.sync.scan import SPLIT_AT, IgnoreMatcher, ScanResult, Walker

@@ -1,0 +1,49 @@
+"""The `domino-sync` console script (and `python -m agent`): `once` forks its walk first, before the CLI's
+imports (sync/earlyscan.py `prestart`), then the CLI runs as from `agent.cli.main`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+GLOBAL_OPTIONS_WITH_VALUE = ("--log-level", "--log-format")
+
+
+def main() -> None:
+    config = once_config(sys.argv[1:])
+    if config is not None:
+        from agent.sync.earlyscan import prestart
+
+        prestart(config)
+    from agent.cli.main import main as run_cli
+
+    run_cli()
+
+
+def once_config(args: Sequence[str]) -> str | None:
+    """The config file of a `once` that will walk (not a dry run, not a call for help), else None. A light
+    reading of the arguments: click parses them for real afterwards, and a wrong guess costs a walk only."""
+    rest = iter(args)
+    for arg in rest:
+        if arg in GLOBAL_OPTIONS_WITH_VALUE:
+            next(rest, None)
+        elif not arg.startswith("-"):
+            if arg != "once":
+                return None
+            break
+        elif not arg.startswith(tuple(f"{option}=" for option in GLOBAL_OPTIONS_WITH_VALUE)):
+            return None  # --help, --version, or an option this reading does not know
+    else:
+        return None
+    config = None
+    rest_list = list(rest)
+    for i, arg in enumerate(rest_list):
+        if arg in ("--dry-run", "--help", "-h"):
+            return None
+        if arg in ("--config", "-c") and i + 1 < len(rest_list):
+            config = rest_list[i + 1]
+        elif arg.startswith("--config="):
+            config = arg.removeprefix("--config=")
+        elif arg.startswith("-c") and not arg.startswith("--"):
+            config = arg[2:]
+    return config or None

@@ -1,0 +1,12 @@
+"""Config defaults that code outside the config models needs before they are imported (`once`'s early walk,
+sync/earlyscan.py): the models in config.py take theirs from here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+IGNORE = ("*.tmp", "*.part", "*.swp", ".~*", "~$*")
+"""source.ignore: the temp files of common writers (editors, downloads, Office) never count as data."""
+
+STATE_DIR = Path(".domino-sync/state")
+"""state_dir, relative to the working folder."""
