@@ -37,7 +37,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pathspec
 
@@ -55,6 +55,9 @@ from agent.config import (
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualRequest
 from agent.rules.schedule import next_fire
 from agent.rules.templates import render_tags
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 STATE_VERSION = 1
 
@@ -281,13 +284,13 @@ def _on_fact(rule: RuleConfig, st: RuleState, fact: Fact, markers: frozenset[str
         return st, None
     if not isinstance(fact, FileChanged | FileSynced | FileDeleted) or not _counted(rule, fact.path, markers):
         return st, None
-    st = replace(st, changed=True, last_change_at=fact.at)
-    if isinstance(fact, FileSynced):
-        st = replace(st, files=st.files + 1, bytes=st.bytes + max(0, fact.size))
-        if isinstance(when, FilesWhen) and st.files >= when.files:
-            return st, _Trigger()
-        if isinstance(when, BytesWhen) and st.bytes >= when.bytes:
-            return st, _Trigger()
+    if not isinstance(fact, FileSynced):
+        return replace(st, changed=True, last_change_at=fact.at), None
+    st = replace(st, changed=True, last_change_at=fact.at, files=st.files + 1, bytes=st.bytes + max(0, fact.size))
+    if isinstance(when, FilesWhen) and st.files >= when.files:
+        return st, _Trigger()
+    if isinstance(when, BytesWhen) and st.bytes >= when.bytes:
+        return st, _Trigger()
     return st, None
 
 
@@ -360,12 +363,42 @@ def _matcher(glob: str) -> Callable[[str], bool]:
     return match
 
 
-def _marker_names(rules: Sequence[RuleConfig]) -> frozenset[str]:
+class _PerObject(Generic[K, V]):
+    """`fn(obj)` remembered by the object's identity, for immutable config objects met on every fact (the
+    config's rules, for the agent's life): a step then costs no repr of a pydantic model, no set of names."""
+
+    def __init__(self, fn: Callable[[K], V]) -> None:
+        self.fn = fn
+        self.seen: dict[int, tuple[K, V]] = {}
+
+    def __call__(self, obj: K) -> V:
+        hit = self.seen.get(id(obj))
+        if hit is not None and hit[0] is obj:  # the entry holds `obj`: its id cannot have been reused
+            return hit[1]
+        value = self.fn(obj)
+        if len(self.seen) >= 64:
+            self.seen.clear()
+        self.seen[id(obj)] = (obj, value)
+        return value
+
+
+def _marker_names_of(rules: tuple[RuleConfig, ...]) -> frozenset[str]:
     return frozenset(rule.when.marker for rule in rules if isinstance(rule.when, MarkerWhen))
 
 
-def _fingerprint(rule: RuleConfig) -> str:
+_marker_names_memo = _PerObject(_marker_names_of)
+
+
+def _marker_names(rules: Sequence[RuleConfig]) -> frozenset[str]:
+    return _marker_names_memo(rules) if isinstance(rules, tuple) else _marker_names_of(tuple(rules))
+
+
+def _when_of(rule: RuleConfig) -> str:
     return repr(rule.when)
+
+
+_fingerprint = _PerObject(_when_of)
+"""What a rule's trigger is: a state made for another `when` is started afresh (`_fitted`)."""
 
 
 def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent import defaults
+from agent.sync.forks import collect, kill, spawn
 from agent.sync.scan import ScanResult, Walker, source_walker
-from agent.sync.scanfork import collect, kill, spawn
 from agent.sync.statedb import Row, StateDB
 
 if TYPE_CHECKING:

@@ -314,7 +314,7 @@ class SyncEngine(Pipeline):
         try:
             await anyio.sleep_forever()
         finally:
-            self._halt.set()
+            self._copies.stop()  # sets _halt: copies under way stop (forked ones are killed)
             if self._stop is not None:
                 self._stop.set()
             if self._watch_stop is not None:

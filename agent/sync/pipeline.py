@@ -25,6 +25,7 @@ from agent.facts import Fact
 from agent.failpoints import failpoint
 from agent.logs import get_logger
 from agent.sync.copier import SMALL, Copier, CopyJob, CopyResult, Outcome
+from agent.sync.copyfork import CopyForks
 from agent.sync.earlyscan import EarlyScan
 from agent.sync.ledger import Failure, Ledger
 from agent.sync.links import LinkIndex
@@ -110,6 +111,7 @@ class Pipeline:
         self._intents: dict[str, Row] = {}
         self._mount_record: MountRecord | None = None
         self._halt = threading.Event()
+        self._copies = CopyForks(self._halt)  # big batches copy in forked processes (copyfork.py)
         self._busy = 0
         self._temps_clear = False
         self._scanned = False
@@ -452,7 +454,7 @@ class Pipeline:
             except StateError as exc:
                 return [CopyResult(j.path, Outcome.FAILED, error=str(exc)) for j in jobs]
         copier = Copier(self._root, self._mount, marker_names=self._marker_names, hook=self._copy_hook, halt=self._halt)
-        results = copier.run(jobs)
+        results = self._copies.run(copier, jobs)
         failpoint("copy.after_rename")  # crash tests: renamed into the mount and durable, not yet in the state DB
         if db is None:
             return results

@@ -37,7 +37,8 @@ from typing import Protocol
 import pathspec
 
 from agent.errors import SourceError
-from agent.sync.scanfork import default_workers, fan_out, kill
+from agent.sync.forks import default_workers, kill
+from agent.sync.scanfork import fan_out
 from agent.sync.settle import FileStat
 from agent.sync.statedb import ROW_PACK, Row, make_row
 

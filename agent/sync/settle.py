@@ -36,6 +36,10 @@ class FileStat:
     mode: int
     atime_ns: int = 0
 
+    def __reduce__(self) -> tuple[type[FileStat], tuple[int, ...]]:
+        """Pickled as its fields (forked walks and copies send many): half the time of the dataclass's way."""
+        return FileStat, (self.size, self.mtime_ns, self.ctime_ns, self.ino, self.mode, self.atime_ns)
+
     @property
     def key(self) -> tuple[int, int, int]:
         """(inode, size, mtime_ns): how a moved file is recognised under its new name."""

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +14,7 @@ from sync.sync_kit import refuse_listing
 
 from agent.defaults import IGNORE as DEFAULT_IGNORE
 from agent.errors import SourceError
-from agent.sync import scanfork
+from agent.sync import forks, scanfork
 from agent.sync.scan import SPLIT_AT, IgnoreMatcher, ScanResult, Walker
 from agent.sync.scanfork import shares
 from agent.sync.statedb import Row, make_row
@@ -102,7 +99,7 @@ def test_a_child_that_fails_has_its_share_walked_again(tmp_path: Path, monkeypat
     def broken(*_: object, **__: object) -> bytes:
         raise RuntimeError("cannot pickle")
 
-    monkeypatch.setattr(scanfork.pickle, "dumps", broken)
+    monkeypatch.setattr(forks.pickle, "dumps", broken)
     same(expected, walker(tmp_path, 3).scan(known))
 
 
@@ -158,56 +155,6 @@ def test_children_forked_from_a_worker_thread_answer(tmp_path: Path, monkeypatch
     worker.join(30)
     same(walker(tmp_path, 1).scan(known), results[0])
     assert len(merged) == 2  # both children's results came back
-
-
-def test_a_child_holds_nothing_of_the_parent_and_leaves_stop_signals_to_it(tmp_path: Path) -> None:
-    """A child keeps no descriptor but its pipe (a child outliving a killed agent must not hold its state lock or
-    its listening socket) and ignores SIGINT and SIGTERM sent to the whole group (the parent decides)."""
-    held = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT)  # inheritable here, like the agent's descriptors
-    os.set_inheritable(held, True)
-
-    def look() -> tuple[bool, object, object]:
-        try:
-            os.fstat(held)
-            still_open = True
-        except OSError:
-            still_open = False
-        return still_open, signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-
-    child = scanfork.spawn(look)
-    assert child is not None
-    (answer,) = scanfork.collect([child])
-    os.close(held)
-    assert answer == (False, signal.SIG_IGN, signal.SIG_IGN)
-
-
-def test_a_child_dies_with_its_parent(tmp_path: Path) -> None:
-    """A walk forked by a process that is then killed stops too (PR_SET_PDEATHSIG), instead of walking on."""
-    marker = tmp_path / "grandchild.pid"
-    script = f"""
-import os, sys, time
-from agent.sync import scanfork
-def work():
-    open({str(marker)!r}, "w").write(str(os.getpid()))
-    time.sleep(60)
-scanfork.spawn(work)
-time.sleep(60)
-"""
-    parent = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.monotonic() + 20
-    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    grandchild = int(marker.read_text())
-    parent.kill()
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(grandchild, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the child outlived its killed parent")
 
 
 def test_a_halted_scan_stops_at_once_and_kills_its_children(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,141 @@
+"""Big batches of copies in a forked process (copyfork.py): the same results and mount as a copy here; a child
+that dies is copied again here; `stop` kills the children; small batches, copy hooks and armed failpoints stay
+in the calling thread."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sync.sync_kit import temps
+
+from agent import failpoints
+from agent.sync import copyfork, forks, transfer
+from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome
+from agent.sync.copyfork import FORK_AT, CopyForks
+from agent.sync.scan import to_filestat
+from agent.sync.settle import FileStat
+
+
+def drop(src: Path, count: int) -> list[CopyJob]:
+    jobs = []
+    for i in range(count):
+        path = src / f"d{i % 3}" / f"f{i:03d}.csv"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"row {i}\n" * (i + 1))
+        jobs.append(CopyJob(f"d{i % 3}/f{i:03d}.csv", to_filestat(path.stat())))
+    return jobs
+
+
+@pytest.fixture
+def forked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pids of the children `CopyForks` starts (spawn still forks)."""
+    pids: list[int] = []
+
+    def counting(work: Any) -> tuple[int, int] | None:
+        child = forks.spawn(work)
+        if child is not None:
+            pids.append(child[0])
+        return child
+
+    monkeypatch.setattr(copyfork, "spawn", counting)
+    return pids
+
+
+def same_tree(src: Path, mnt: Path) -> None:
+    copied = sorted(p.relative_to(mnt) for p in mnt.rglob("*") if p.is_file())
+    assert copied == sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file())
+    for rel in copied:
+        assert (mnt / rel).read_bytes() == (src / rel).read_bytes()
+        assert (mnt / rel).stat().st_mtime_ns == (src / rel).stat().st_mtime_ns
+
+
+def test_a_big_batch_is_copied_by_a_child_with_the_results_a_copy_here_gives(
+    src: Path, mnt: Path, forked: list[int]
+) -> None:
+    jobs = drop(src, FORK_AT + 8)
+    results = CopyForks(threading.Event()).run(Copier(str(src), str(mnt)), jobs)
+    assert len(forked) == 1
+    assert [r.path for r in results] == [j.path for j in jobs]
+    assert all(r.outcome is Outcome.COPIED and r.stat == j.expect for r, j in zip(results, jobs, strict=True))
+    assert [r.bytes for r in results] == [j.expect.size for j in jobs]
+    same_tree(src, mnt)
+    assert temps(mnt) == []
+
+
+def test_small_batches_hooks_and_armed_failpoints_copy_here(src: Path, mnt: Path, forked: list[int]) -> None:
+    """Forking costs more than a few files' copy; a hook acts inside this process; failpoints count their hits
+    across the agent's copies, which a child's hits would not add to."""
+    jobs = drop(src, FORK_AT + 4)
+    copies = CopyForks(threading.Event())
+    copies.run(Copier(str(src), str(mnt)), jobs[: FORK_AT - 1])
+    hooked: list[str] = []
+    copies.run(Copier(str(src), str(mnt), hook=hooked.append), jobs[FORK_AT - 1 : FORK_AT + 1])
+    failpoints.arm("copy.never_reached")
+    try:
+        copies.run(Copier(str(src), str(mnt)), jobs[FORK_AT + 1 :] + jobs[:FORK_AT])
+    finally:
+        failpoints.arm("")
+    assert forked == []
+    assert len(hooked) == 2
+    same_tree(src, mnt)
+
+
+def test_a_child_that_dies_has_its_batch_copied_here(
+    src: Path, mnt: Path, forked: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child copies everything, then cannot send its answer (as if killed): the batch is copied again here,
+    where every file it renamed is found in the mount and adopted, not copied twice."""
+    jobs = drop(src, FORK_AT)
+
+    def broken(*_: object, **__: object) -> bytes:
+        raise RuntimeError("cannot pickle")
+
+    monkeypatch.setattr(forks.pickle, "dumps", broken)
+    results = CopyForks(threading.Event()).run(Copier(str(src), str(mnt)), jobs)
+    assert len(forked) == 1
+    assert {r.outcome for r in results} == {Outcome.ADOPTED}
+    same_tree(src, mnt)
+    assert temps(mnt) == []
+
+
+def test_stop_kills_the_children_and_their_batches_end_stopped(
+    src: Path, mnt: Path, forked: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = drop(src, FORK_AT)
+    real_stream = transfer.stream
+
+    def slow(*args: Any, **kwargs: Any) -> int:
+        time.sleep(0.5)  # in the child: it inherits this patch
+        return real_stream(*args, **kwargs)
+
+    monkeypatch.setattr("agent.sync.copier.stream", slow)
+    copies = CopyForks(threading.Event())
+    answers: list[list[CopyResult]] = []
+    worker = threading.Thread(target=lambda: answers.append(copies.run(Copier(str(src), str(mnt)), jobs)))
+    started = time.monotonic()
+    worker.start()
+    while not copies.children and time.monotonic() - started < 10:
+        time.sleep(0.01)
+    copies.stop()
+    worker.join(10)
+    assert time.monotonic() - started < 5  # not the 16 s the batch would take
+    assert [(r.outcome, r.error) for r in answers[0]] == [(Outcome.FAILED, "stopped")] * len(jobs)
+    assert copies.children == set()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forked[0], os.WNOHANG)  # reaped
+    monkeypatch.setattr("agent.sync.copier.stream", real_stream)
+    copies.run(Copier(str(src), str(mnt), halt=copies.halt), jobs)  # halted: here, where the halt is seen
+    assert len(forked) == 1
+
+
+def test_results_pickle_as_their_fields() -> None:
+    stat = FileStat(10, 2, 3, 4, 0o100644, 5)
+    result = CopyResult("a/b", Outcome.MOVED, stat, 10, None, None, False, "first", "a/c")
+    assert pickle.loads(pickle.dumps(result)) == result  # noqa: S301 - our own bytes
+    assert pickle.loads(pickle.dumps(stat)) == stat  # noqa: S301
