@@ -303,7 +303,7 @@ class Agent:
                 self.metrics.files_deleted.inc()
             self._first_seen.pop(fact.path, None)
         new_state, requests = step(self.rules, self.rules_state, fact)
-        if new_state != self.rules_state:  # a quiet tick changes nothing and costs no write
+        if new_state is not self.rules_state and new_state != self.rules_state:  # a quiet tick costs no write
             self._log_held(self.rules_state, new_state)
             self.rules_state = new_state
             self._rules_dirty = True

@@ -192,6 +192,8 @@ def with_seq_floors(state: RulesState, floors: Mapping[str, int]) -> RulesState:
 
 def step(rules: Sequence[RuleConfig], state: RulesState, fact: Fact) -> tuple[RulesState, tuple[SnapshotRequest, ...]]:
     """Apply one fact. Returns the new state and at most one snapshot request (every fire merged)."""
+    if not rules and not isinstance(fact, ManualRequest):
+        return state, ()  # nothing to count or fire (the same state: the caller has nothing to save)
     at = fact.at
     markers = _marker_names(rules)
     states = dict(state.rules)
