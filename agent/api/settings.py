@@ -126,7 +126,7 @@ def _check_url(key: str, value: Any) -> str:
     try:  # urllib, not yarl: checking the config must not import the HTTP stack (api/lazy.py)
         parts = urlsplit(value)
         _ = parts.port  # ValueError when the port is not a number from 0 to 65535
-        host = parts.hostname
+        host = None if any(c == "\\" or c.isspace() for c in parts.netloc) else parts.hostname
     except ValueError:
         host = None
     if not host:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -136,16 +137,21 @@ def prestart(config_path: str) -> None:
     happens when the file cannot be read that simply (it is validated, and errors reported, later): no mount
     named, a value of an unexpected type."""
     global _prestarted
-    import yaml
-
     try:
-        with Path(config_path).open(encoding="utf-8") as file:
+        import yaml
+
+        path = Path(config_path)
+        if not stat.S_ISREG(path.stat().st_mode):  # a pipe (`--config <(envsubst < tmpl)`) is read once, by the CLI
+            return
+        with path.open(encoding="utf-8") as file:
             data = yaml.load(file, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - safe
         settings = _walk_settings(data)
-    except (OSError, ValueError, yaml.YAMLError):
-        return
-    if settings is not None:
-        _prestarted = EarlyScan.start(*settings)
+        if settings is not None:
+            _prestarted = EarlyScan.start(*settings)
+    except Exception:  # whatever it is, the validated config says it properly (one line, no traceback)
+        if _prestarted is not None:
+            _prestarted.close()
+            _prestarted = None
 
 
 def _walk_settings(data: Any) -> tuple[_Source, Path, Path] | None:

@@ -16,6 +16,7 @@ import os
 import pickle
 import selectors
 import signal
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -32,7 +33,10 @@ def default_workers() -> int:
 def spawn(work: Callable[[], object]) -> tuple[int, int] | None:
     """Fork a child that runs `work()` and sends back what it returns, pickled; (pid, read end of its pipe), or
     None when no child could be started. Read the answer with `collect`."""
-    read_end, write_end = os.pipe()
+    try:
+        read_end, write_end = os.pipe()
+    except OSError:  # out of descriptors: the caller does the work itself
+        return None
     parent = os.getpid()
     try:
         with warnings.catch_warnings():  # 3.12+ warns about fork in a threaded process: the child runs no thread
@@ -54,6 +58,33 @@ def spawn(work: Callable[[], object]) -> tuple[int, int] | None:
             os._exit(status)
     os.close(write_end)
     return pid, read_end
+
+
+class Children:
+    """The children of some work under way that another thread may have to stop (`kill_all`). A pid is
+    forgotten, under the lock, before it is reaped (`collect(..., reaping=children.forget)`), so a kill never
+    reaches a pid the system has given to another process."""
+
+    def __init__(self) -> None:
+        self._pids: set[int] = set()
+        self._lock = threading.Lock()
+
+    def add(self, pid: int) -> None:
+        with self._lock:
+            self._pids.add(pid)
+
+    def forget(self, pid: int) -> None:
+        with self._lock:
+            self._pids.discard(pid)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            for pid in self._pids:
+                kill(pid)
+
+    def pids(self) -> set[int]:
+        with self._lock:
+            return set(self._pids)
 
 
 def kill(pid: int) -> None:
@@ -100,9 +131,11 @@ _PR_SET_PDEATHSIG = 1
 _PRCTL = _libc_prctl()
 
 
-def collect(children: list[tuple[int, int]]) -> list[object | None]:
+def collect(children: list[tuple[int, int]], reaping: Callable[[int], None] | None = None) -> list[object | None]:
     """Each child's answer (None when it did not exit cleanly or its bytes do not load), in order. Reads every
-    pipe to its end, all at once (a child blocks while its pipe is full), and reaps the children."""
+    pipe to its end, all at once (a child blocks while its pipe is full), and reaps the children, calling
+    `reaping(pid)` first (a caller that may `kill` its children from another thread forgets the pid there,
+    while it cannot yet belong to another process)."""
     chunks: dict[int, list[bytes]] = {fd: [] for _, fd in children}
     with selectors.DefaultSelector() as selector:
         for _, fd in children:
@@ -119,9 +152,14 @@ def collect(children: list[tuple[int, int]]) -> list[object | None]:
     answers: list[object | None] = []
     for pid, fd in children:
         os.close(fd)
-        _, status = os.waitpid(pid, 0)
+        if reaping is not None:
+            reaping(pid)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped by someone else (SIGCHLD ignored): its exit status is unknown
+            status = -1
         answer = None
-        if os.waitstatus_to_exitcode(status) == 0:
+        if status != -1 and os.waitstatus_to_exitcode(status) == 0:
             try:
                 answer = pickle.loads(b"".join(chunks[fd]))  # noqa: S301 - from our own forked child
             except Exception:  # a torn answer counts as none, whatever broke it

@@ -14,7 +14,7 @@ import ctypes
 import os
 import re
 import secrets
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 NAME_MAX = 255
 TEMP_RE = re.compile(r"^\..*\.domino-sync-[0-9a-f]{8}\.tmp$|^\.domino-sync-probe-[0-9a-f]{8}\.tmp$", re.DOTALL)
@@ -124,6 +124,36 @@ def delete_files(mount: str, paths: Sequence[str]) -> list[tuple[str, OSError | 
     except OSError as exc:
         return [(rel, exc if err is None else err) for rel, err in out]
     return out
+
+
+def remove_temps_of(mount: str, paths: Iterable[str]) -> bool:
+    """Delete the temp files of copies of `paths` (a forked batch that gave no answer, copyfork.py): in each
+    path's folder, the temp names made from its name. False when a folder could not be listed or a temp not
+    deleted (the whole mount is then swept at the next start)."""
+    by_folder: dict[str, set[str]] = {}
+    for rel in paths:
+        folder, _, name = rel.rpartition("/")
+        by_folder.setdefault(folder, set()).add(temp_name(name, 0).removesuffix("00000000.tmp"))
+    cleared = True
+    for folder, prefixes in by_folder.items():
+        try:
+            entries = os.scandir(mount + "/" + folder if folder else mount)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            cleared = False
+            continue
+        starts = tuple(prefixes)
+        with entries:
+            for entry in entries:
+                if entry.name.startswith(starts) and TEMP_RE.match(entry.name):
+                    try:
+                        os.unlink(entry.path)
+                    except FileNotFoundError:
+                        pass
+                    except OSError:
+                        cleared = False
+    return cleared
 
 
 def remove_temps(mount: str) -> int:

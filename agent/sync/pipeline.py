@@ -40,7 +40,7 @@ from agent.sync.mount import (
     updated_record,
     write_record,
 )
-from agent.sync.mountfs import delete_files, remove_temps
+from agent.sync.mountfs import delete_files, remove_temps, remove_temps_of, syncfs
 from agent.sync.plan import delete_allowed
 from agent.sync.scan import ScanResult, differs, source_walker, under_any
 from agent.sync.statedb import Row, StateDB, make_row
@@ -419,17 +419,22 @@ class Pipeline:
 
     async def _run_batch(self, jobs: list[CopyJob], big: bool = False) -> None:
         self._busy += 1
-        results: list[CopyResult] | None = None
+        outcome: tuple[list[CopyResult], dict[str, Row]] | None = None
         try:
-            results = await anyio.to_thread.run_sync(self._copy_and_record, jobs, limiter=self._limiter)
+            outcome = await anyio.to_thread.run_sync(self._copy_and_record, jobs, limiter=self._limiter)
         finally:
             self._busy -= 1
             self._running -= 1
             self._running_big -= big
-            if results is None:
+            if outcome is None:
                 self._ledger.release(jobs)
             self._poke()
+        results, claimed = outcome
         now = self._clock()
+        if claimed:  # a lost forked copy's files in the mount (before the results: a copy made again wins)
+            self._ledger.claim(claimed)
+            if any(not r.done for r in results):
+                self.request_scan()  # a claimed file whose source is gone is deleted there in mirror mode
         failures = self._ledger.apply(jobs, results, now)
         copied = [r for r in results if r.done]
         if copied:
@@ -439,36 +444,64 @@ class Pipeline:
                 log.info("sync.changed_during_copy", path=result.path)
         self._handle_failures(failures)
 
-    def _copy_and_record(self, jobs: list[CopyJob]) -> list[CopyResult]:
+    def _copy_and_record(self, jobs: list[CopyJob]) -> tuple[list[CopyResult], dict[str, Row]]:
         """Worker thread: record the batch's intents, copy it, then record what is done and clear the intents in
-        one transaction."""
+        one transaction. Also returns the rows claimed for a lost forked copy (`_recover_lost_batch`)."""
         if self._mount_gone():
             error = "mount: no longer a mount point (unmounted?)"
-            return [CopyResult(j.path, Outcome.FAILED, error=error, mount_side=True) for j in jobs]
+            return [CopyResult(j.path, Outcome.FAILED, error=error, mount_side=True) for j in jobs], {}
         db = self._db
+        intents = {j.path: make_row(j.expect.size, j.expect.mtime_ns, j.expect.ino, j.expect.mode) for j in jobs}
         if db is not None:
             try:  # one durable transaction per batch, before any rename: a crash cannot orphan a file
-                db.intend(
-                    [(j.path, make_row(j.expect.size, j.expect.mtime_ns, j.expect.ino, j.expect.mode)) for j in jobs]
-                )
+                db.intend(intents.items())
             except StateError as exc:
-                return [CopyResult(j.path, Outcome.FAILED, error=str(exc)) for j in jobs]
-        copier = Copier(self._root, self._mount, marker_names=self._marker_names, hook=self._copy_hook, halt=self._halt)
-        results = self._copies.run(copier, jobs)
+                return [CopyResult(j.path, Outcome.FAILED, error=str(exc)) for j in jobs], {}
+        claimed: dict[str, Row] = {}
+        results = self._copies.run(self._copier(), jobs)
+        if results is None:
+            results, claimed = self._recover_lost_batch(jobs, intents)
         failpoint("copy.after_rename")  # crash tests: renamed into the mount and durable, not yet in the state DB
         if db is None:
-            return results
+            return results, claimed
         done = [r for r in results if r.done and r.row is not None]
         try:
             db.record(
-                put=[(r.path, r.row) for r in done if r.row is not None],
+                put=[*claimed.items(), *((r.path, r.row) for r in done if r.row is not None)],
                 drop=[r.moved_from for r in done if r.moved_from is not None],
                 at=self._clock(),
                 done=[j.path for j in jobs],
             )
-        except StateError as exc:
-            return [CopyResult(r.path, Outcome.FAILED, error=str(exc)) if r.done else r for r in results]
-        return results
+        except StateError as exc:  # the intents stay: the next start claims what is in the mount
+            return [CopyResult(r.path, Outcome.FAILED, error=str(exc)) if r.done else r for r in results], {}
+        return results, claimed
+
+    def _copier(self) -> Copier:
+        return Copier(self._root, self._mount, marker_names=self._marker_names, hook=self._copy_hook, halt=self._halt)
+
+    def _recover_lost_batch(
+        self, jobs: list[CopyJob], intents: dict[str, Row]
+    ) -> tuple[list[CopyResult], dict[str, Row]]:
+        """Worker thread: a forked copy gave no answer (copyfork.py; killed by a stop, by the OOM killer). As after
+        a crash: its temp files go, and the files it renamed into the mount are claimed from the batch's intents
+        (rows with inode 0: a scan compares them with the source, or deletes them in mirror mode when the source
+        lost them). Unless the engine is stopping, the batch is then copied here, where those files are found
+        in the mount and adopted."""
+        if not remove_temps_of(self._mount, intents):
+            self._temps_clear = False  # the next start sweeps the whole mount
+        claimed = claimed_rows(self._mount, intents)
+        stopping = self._halt.is_set()
+        log.warning("sync.copy_process_lost", files=len(jobs), in_mount=len(claimed), stopping=stopping)
+        if stopping:
+            return [CopyResult(j.path, Outcome.FAILED, error="stopped") for j in jobs], claimed
+        try:
+            if claimed:
+                syncfs(self._mount)  # the child may have died between its renames and its barrier
+        except OSError as exc:  # claimed only (compared byte for byte by a later scan); the batch is retried
+            error = f"mount: {exc.strerror or exc.__class__.__name__}"
+            failed = [CopyResult(j.path, Outcome.FAILED, error=error, errno=exc.errno, mount_side=True) for j in jobs]
+            return failed, claimed
+        return self._copier().run(jobs), claimed
 
     def _handle_failures(self, failures: list[Failure]) -> None:
         for failure in failures:

@@ -37,7 +37,7 @@ from typing import Protocol
 import pathspec
 
 from agent.errors import SourceError
-from agent.sync.forks import default_workers, kill
+from agent.sync.forks import Children, default_workers
 from agent.sync.scanfork import fan_out
 from agent.sync.settle import FileStat
 from agent.sync.statedb import ROW_PACK, Row, make_row
@@ -152,7 +152,7 @@ class Walker:
         self.root = os.path.abspath(root)
         self.workers = default_workers() if workers is None else workers  # processes for a full scan
         self.halted = threading.Event()  # `halt`: walks stop with SourceError, their children killed
-        self.children: set[int] = set()  # the processes walking shares of a scan now (scanfork.py)
+        self.children = Children()  # the processes walking shares of a scan now (scanfork.py)
         self.real_root = os.path.realpath(self.root)
         self.matcher = matcher
         self.prune = frozenset(prune)
@@ -162,8 +162,7 @@ class Walker:
         caller takes for an empty tree, and the processes walking shares are killed. For good: a halted walker
         walks no more."""
         self.halted.set()
-        for pid in list(self.children):
-            kill(pid)
+        self.children.kill_all()
 
     def root_ok(self) -> bool:
         """The source root is there and a folder (when it is not, nothing under it counts as deleted)."""

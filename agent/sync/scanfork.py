@@ -50,8 +50,7 @@ def fan_out(walker: Walker, folders: Share, known: Mapping[str, Row], out: ScanR
                     kill(started[0])
         walker._walk(mine, known, out)
     finally:
-        answers = collect([(pid, fd) for pid, fd, _ in children])  # reaped even when this share failed
-        walker.children.difference_update(pid for pid, _, _ in children)
+        answers = collect([(pid, fd) for pid, fd, _ in children], reaping=walker.children.forget)
     if walker.halted.is_set():
         raise SourceError("the scan was stopped (the agent is stopping)")  # a killed share is no answer
     for answer, (_, _, share) in zip(answers, children, strict=True):

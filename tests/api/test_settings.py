@@ -75,6 +75,12 @@ def test_repr_hides_the_key() -> None:
     [
         ("url", "ftp://x"),
         ("url", "http://"),
+        ("url", "http://:80"),
+        ("url", "http://h:port"),
+        ("url", "http://h:99999"),
+        ("url", "http://[::1"),
+        ("url", "http://host\\@evil.example"),
+        ("url", "http://exa mple.com"),
         ("api_proxy", "localhost:8899"),
         ("dialect", "swagger"),
         ("requests_per_second", 0),

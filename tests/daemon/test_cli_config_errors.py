@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,24 +81,38 @@ def test_a_real_process_shows_no_traceback(tmp_path: Path) -> None:
 
 def test_a_once_that_started_its_walk_before_the_config_failed_leaves_nothing_running(tmp_path: Path) -> None:
     """`once` forks its walk before the config is validated (sync/earlyscan.py `prestart`): a config that then
-    fails still ends with exit 2 and one line, and the walking child goes with the process."""
-    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    fails still ends with exit 2 and one line, and the walking child goes with the process (here every folder
+    takes the walk 0.3 s, so a child left walking would outlive the check by seconds)."""
+    src, mnt, slow = tmp_path / "src", tmp_path / "mnt", tmp_path / "slow"
     for i in range(40):
         (src / f"d{i}").mkdir(parents=True)
         (src / f"d{i}" / "f.csv").write_text("x")
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import os, time\n_scandir = os.scandir\n"
+        "def scandir(path='.'):\n    time.sleep(0.3)\n    return _scandir(path)\n"
+        "os.scandir = scandir\n"
+    )
     path = tmp_path / "bad-once.yaml"
     path.write_text(f"source: {{path: {src}, settle: soon}}\ndataset: {{name: d, project_id: p, mount: {mnt}}}\n")
-    _assert_settle_is_soon(_process("once", path))
-    deadline = time.monotonic() + 10
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), *sys.path])}
+    _assert_settle_is_soon(_process("once", path, env))
+    deadline = time.monotonic() + 2
     while (left := _processes_naming(str(path))) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert left == []
 
 
-def _process(command: str, config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", command, "--config", str(config)], capture_output=True, text=True, timeout=60
-    )
+def _process(command: str, config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command to its exit, its output through files: a pipe would also wait for any child it left."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run(
+            [sys.executable, "-m", "agent", command, "--config", str(config)],
+            stdout=out, stderr=err, timeout=60, env=env, check=False,
+        ).returncode  # fmt: skip
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess([], code, out.read(), err.read())
 
 
 def _assert_settle_is_soon(proc: subprocess.CompletedProcess[str]) -> None:

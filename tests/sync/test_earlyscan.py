@@ -215,3 +215,16 @@ def test_prestart_leaves_what_it_cannot_read_simply_to_the_validated_config(
 )
 def test_the_console_reads_which_config_a_walking_once_names(args: list[str], config: str | None) -> None:
     assert once_config(args) == config
+
+
+def test_prestart_reads_no_pipe_and_raises_nothing(src: Path, mnt: Path, state: Path, tmp_path: Path) -> None:
+    """A config given as a pipe (`--config <(envsubst < tmpl.yaml)`) is left for the CLI to read, once; a config
+    the walk cannot use (an ignore pattern gitignore refuses) starts nothing and raises nothing: the validated
+    config reports it in one line."""
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    earlyscan.prestart(str(fifo))  # opening it would block: no writer
+    assert prestarted() is None
+    fill(src, folders=1)
+    earlyscan.prestart(str(write_config(tmp_path / "bang.yaml", src, mnt, state, extra_source=", ignore: ['!']")))
+    assert prestarted() is None

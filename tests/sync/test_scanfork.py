@@ -180,9 +180,9 @@ def test_a_halted_scan_stops_at_once_and_kills_its_children(tmp_path: Path, monk
     worker = threading.Thread(target=scan)
     worker.start()
     deadline = time.monotonic() + 10
-    while not shared.children and time.monotonic() < deadline:
+    while not shared.children.pids() and time.monotonic() < deadline:
         time.sleep(0.01)
-    children = set(shared.children)
+    children = shared.children.pids()
     assert children, "the walk forked"
     started = time.monotonic()
     shared.halt()

@@ -1,0 +1,136 @@
+"""A forked copy that gives no answer (copyfork.py): killed by the OOM killer, by a stop, or dead of a bug. The
+engine recovers its batch as after a crash: no temp file stays in the mount, every file the child renamed is
+the agent's (a row), and unless the engine is stopping the batch is copied again, once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from sync.sync_kit import EngineFactory, temps, tree
+
+from agent.sync import copyfork, forks, transfer
+from agent.sync.copier import CopyJob, Outcome
+from agent.sync.scan import to_filestat
+from agent.sync.statedb import StateDB, row_fields
+
+FILES = copyfork.FORK_AT * 2
+
+
+def drop(src: Path) -> dict[str, bytes]:
+    for i in range(FILES):
+        (src / f"d{i % 4}").mkdir(exist_ok=True)
+        (src / f"d{i % 4}" / f"f{i:03d}.csv").write_text(f"row {i}\n" * (i + 1))
+    return tree(src)
+
+
+def rows_and_intents(state: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    db = StateDB(state / "state.db")
+    try:
+        return db.load(image=False), db.intents()
+    finally:
+        db.close()
+
+
+def in_child_only(action: Any) -> Any:
+    """A patch that acts in forked children only (they inherit it), the test process going on as usual."""
+    parent = os.getpid()
+
+    def patched(real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if os.getpid() != parent:
+                action()
+            return real(*args, **kwargs)
+
+        return call
+
+    return patched
+
+
+async def test_a_child_killed_mid_batch_leaves_no_temp_and_the_batch_is_copied_here(
+    src: Path, mnt: Path, state: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after writing part of its batch's temp files, before any rename (the OOM killer)."""
+    expected = drop(src)
+    streams = {"count": 0}
+
+    def die_at_the_tenth() -> None:
+        streams["count"] += 1
+        if streams["count"] == 10:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr("agent.sync.copier.stream", in_child_only(die_at_the_tenth)(transfer.stream))
+    report = await make_engine(copy_workers=1).sync_once()
+    assert report.ok and report.copied == FILES
+    assert tree(mnt) == expected
+    assert temps(mnt) == []
+    rows, intents = rows_and_intents(state)
+    assert set(rows) == set(expected) and intents == {}
+
+
+async def test_a_child_killed_after_its_renames_has_its_files_adopted_not_copied_twice(
+    src: Path, mnt: Path, state: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed once every file is renamed into the mount, before its answer: the copy made here finds each file
+    there and adopts it (the same inode: not written again), with the source's row."""
+    expected = drop(src)
+    die = in_child_only(lambda: os.kill(os.getpid(), signal.SIGKILL))
+    monkeypatch.setattr(forks.pickle, "dumps", die(forks.pickle.dumps))
+    renamed: dict[str, int] = {}
+    real_collect = copyfork.collect
+
+    def collect_then_look(*args: Any, **kwargs: Any) -> Any:
+        answer = real_collect(*args, **kwargs)  # the child is dead: what it renamed is in the mount
+        renamed.update({rel: os.stat(mnt / rel).st_ino for rel in expected if (mnt / rel).exists()})
+        return answer
+
+    monkeypatch.setattr(copyfork, "collect", collect_then_look)
+    report = await make_engine(copy_workers=1).sync_once()
+    assert report.ok and report.copied == FILES
+    assert tree(mnt) == expected and temps(mnt) == []
+    assert len(renamed) == FILES
+    assert {rel: os.stat(mnt / rel).st_ino for rel in expected} == renamed
+    rows, intents = rows_and_intents(state)
+    assert intents == {}
+    assert {rel: row_fields(row).ino for rel, row in rows.items()} == {
+        rel: (src / rel).stat().st_ino for rel in expected
+    }
+
+
+async def test_a_stop_during_a_forked_batch_leaves_every_renamed_file_the_agents(
+    src: Path, mnt: Path, state: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent stops while a child has renamed its batch but not answered: the child is killed, its files are
+    claimed (rows with inode 0, compared with the source by the next scan), no intent and no temp file stay."""
+    expected = drop(src)
+    monkeypatch.setattr(forks.pickle, "dumps", in_child_only(lambda: time.sleep(60))(forks.pickle.dumps))
+    engine = make_engine(copy_workers=1)
+    await engine._open()
+    jobs = [CopyJob(rel, to_filestat((src / rel).stat())) for rel in sorted(expected)]
+    answers: list[Any] = []
+    worker = threading.Thread(target=lambda: answers.append(engine._copy_and_record(jobs)))
+    worker.start()
+    await anyio.to_thread.run_sync(lambda: _wait_for(lambda: len(tree(mnt)) == FILES))  # all renamed
+    engine._copies.stop()
+    worker.join(20)
+    [(results, claimed)] = answers
+    assert [(r.outcome, r.error) for r in results] == [(Outcome.FAILED, "stopped")] * FILES
+    assert set(claimed) == set(expected)
+    assert tree(mnt) == expected and temps(mnt) == []
+    rows, intents = rows_and_intents(state)
+    assert intents == {} and set(rows) == set(expected) and {row_fields(row).ino for row in rows.values()} == {0}
+    report = await make_engine().sync_once()  # the next run: compared byte for byte, adopted, none copied
+    assert report.ok and report.copied == FILES
+    assert tree(mnt) == expected
+
+
+def _wait_for(done: Any, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.02)
