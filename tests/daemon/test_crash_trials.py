@@ -1,7 +1,9 @@
 """kill -9 of the agent at random points of drop-and-snapshot cycles: nothing lost, nothing torn, no duplicate.
 
 The emulator runs in this process (it must survive the kills); the agent is a real `domino-sync run`
-process, killed with SIGKILL at a random moment after each drop, then started again.
+process, killed with SIGKILL at a random moment after each drop, then started again. Every third drop is
+150-300 small files, so that the agent copies it in forked processes (sync/copyfork.py) and kills land there
+too.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ def run_trials(tmp_path: Path, trials: int, seed: int) -> None:
         env = {**os.environ, "DOMINO_USER_API_KEY": "key-alice"}
         log = tmp_path / "agent.log"
         for trial in range(trials):
-            for i in range(rng.randint(1, 40)):
-                write(src, f"drop-{trial}/f{i}.bin", rng.randbytes(rng.randint(0, 50_000)))
+            wide = trial % 3 == 2  # wide enough for batches of FORK_AT files: copied by forked processes
+            for i in range(rng.randint(150, 300) if wide else rng.randint(1, 40)):
+                write(src, f"drop-{trial}/f{i}.bin", rng.randbytes(rng.randint(0, 4_000 if wide else 50_000)))
             write(src, f"drop-{trial}/_SUCCESS", f"trial-{trial}\n")
             proc = _start(config, env, log)
             time.sleep(rng.uniform(0.0, 2.0))

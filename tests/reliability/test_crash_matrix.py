@@ -109,9 +109,16 @@ def run_random_trials(tmp_path: Path, trials: int, seed: int) -> dict[str, Any]:
     tally: dict[str, Any] = {"trials": trials, "torn_seen": 0, "failpoint_kills": 0, "timer_kills": 0, "clean_exits": 0}
     with rig(tmp_path, SEED if seed % 2 else DOMINO) as r:
         for n in range(trials):
-            drop(r, n, rng, big=rng.random() < 0.1, count=rng.randint(1, 30))
+            wide = rng.random() < 0.25  # 150-300 files: batches big enough to be copied by forked processes
+            drop(
+                r,
+                n,
+                rng,
+                big=not wide and rng.random() < 0.1,
+                count=rng.randint(150, 300) if wide else rng.randint(1, 30),
+            )
             write(r.src, f"drop-{n}/_SUCCESS", f"trial-{n}\n")
-            if rng.random() < 0.7:
+            if rng.random() < (0.3 if wide else 0.7):  # armed failpoints keep copies in the agent: mostly timer kills
                 point = f"{rng.choice(STAGE_NAMES)}@{rng.randint(1, 3)}"
                 r.start(point)
                 code = r.wait_killed(rng.uniform(1.5, 6.0))
