@@ -118,5 +118,9 @@ class StateError(AgentError):
     """The state database cannot be opened or written."""
 
 
+class OutputError(AgentError):
+    """A command's output could not be written (stdout on a full disk, a pipe closed by its reader)."""
+
+
 class NoAgentError(AgentError):
     """No running agent answers on the config's server address (or the config turns the server off)."""

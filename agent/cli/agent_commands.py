@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import click
 
+from agent.cli.output import say
 from agent.config import Config, load_config
 from agent.errors import AgentError, NoAgentError
 from agent.logs import configure_logging, redact
@@ -79,13 +80,13 @@ def once(ctx: click.Context, config_path: Path, dry_run: bool, timeout: float) -
             from agent.dryrun import dry_run as run_dry
 
             summary = anyio.run(run_dry, agent)
-            click.echo(json.dumps(summary, indent=2, default=str))
+            say(json.dumps(summary, indent=2, default=str))
             return
         code, summary = anyio.run(lambda: agent.once(drain_timeout=timeout))
     finally:
         if early is not None:
             early.close()  # not taken (the agent did not get that far): stop the child
-    click.echo(json.dumps(summary, indent=2, default=str))
+    say(json.dumps(summary, indent=2, default=str))
     sys.exit(code)
 
 
@@ -103,7 +104,7 @@ def check(ctx: click.Context, config_path: Path) -> None:
     results = anyio.run(run_checks, config)
     failed = False
     for name, ok, detail in results:
-        click.echo(redact(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}"))
+        say(redact(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}"))
         failed = failed or not ok
     sys.exit(1 if failed else 0)
 
@@ -149,7 +150,7 @@ def status(ctx: click.Context, config_path: Path, as_json: bool) -> None:
     config = _load(ctx, config_path)
     data = anyio.run(_call_agent, config, "GET", "/status")
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        say(json.dumps(data, indent=2, default=str))
     else:
         render_status(data, sys.stdout)
 
@@ -162,7 +163,7 @@ def snapshot(ctx: click.Context, config_path: Path, tags: tuple[str, ...]) -> No
     """Ask the running agent for a snapshot now (once every pending file is in the mount)."""
     config = _load(ctx, config_path)
     data = anyio.run(_call_agent, config, "POST", "/snapshot", {"tags": list(tags)})
-    click.echo(json.dumps(data))
+    say(json.dumps(data))
 
 
 @click.command()
@@ -178,7 +179,7 @@ def retry(ctx: click.Context, config_path: Path, job_id: int | None) -> None:
         data = anyio.run(_call_agent, config, "POST", "/dead-letters/retry", body)
     except NoAgentError:  # no agent runs (a `once` loop): requeue in the state folder, for the next run to send
         data = _retry_in_state(config, job_id)
-    click.echo(json.dumps(data))
+    say(json.dumps(data))
 
 
 def _retry_in_state(config: Config, job_id: int | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import click
 
 from agent.api.models import Dataset, Grant, Snapshot
+from agent.errors import OutputError
 
 OutputFormat = Literal["json", "table"]
 OUTPUT_CHOICES = ("json", "table")
@@ -49,7 +50,16 @@ def render(value: Any, fmt: OutputFormat) -> str:
 
 
 def emit(value: Any, fmt: OutputFormat) -> None:
-    click.echo(render(value, fmt))
+    say(render(value, fmt))
+
+
+def say(text: str) -> None:
+    """Write a line of a command's output to stdout; one that cannot be written is one error line (exit 1), not
+    an internal error."""
+    try:
+        click.echo(text)
+    except OSError as exc:
+        raise OutputError(f"cannot write the output to stdout ({exc.strerror or exc.__class__.__name__})") from None
 
 
 def table(rows: Sequence[Any]) -> str:
