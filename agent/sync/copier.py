@@ -125,6 +125,10 @@ class Copier:
         self._touched: set[str] = set()
         self._tag = secrets.randbits(32)
 
+    def temp_tags(self, count: int) -> range:
+        """The tags of the temp names a `run` of `count` jobs starting now can give (see mountfs.temp_name)."""
+        return range(self._tag + 1, self._tag + count + 1)
+
     def run(self, jobs: Sequence[CopyJob]) -> list[CopyResult]:
         """Copy every job; results in job order. A result is done only once it is durable in the mount."""
         batch_sync = len(jobs) >= 4 and mountfs.SYNCFS is not None

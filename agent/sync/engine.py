@@ -128,7 +128,7 @@ class SyncEngine(Pipeline):
             self._early_scan = None
         if self._db is None:
             return
-        if self._temps_clear and self._busy == 0:
+        if self._temps_clear and not self._temps_left and self._busy == 0:
             try:
                 marker = self._state_dir / CLEAN_MARKER
                 marker.write_bytes(b"")

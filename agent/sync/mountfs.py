@@ -126,10 +126,11 @@ def delete_files(mount: str, paths: Sequence[str]) -> list[tuple[str, OSError | 
     return out
 
 
-def remove_temps_of(mount: str, paths: Iterable[str]) -> bool:
-    """Delete the temp files of copies of `paths` (a forked batch that gave no answer, copyfork.py): in each
-    path's folder, the temp names made from its name. False when a folder could not be listed or a temp not
-    deleted (the whole mount is then swept at the next start)."""
+def remove_temps_of(mount: str, paths: Iterable[str], tags: range) -> bool:
+    """Delete the temp files a copy of `paths` with temp tags in `tags` may have left (a forked batch that gave
+    no answer, copyfork.py): in each path's folder, the names `temp_name(name, tag)` gives, and no other (a
+    batch copying beside it has tags of its own). False when a folder could not be listed or a temp not
+    deleted."""
     by_folder: dict[str, set[str]] = {}
     for rel in paths:
         folder, _, name = rel.rpartition("/")
@@ -143,17 +144,36 @@ def remove_temps_of(mount: str, paths: Iterable[str]) -> bool:
         except OSError:
             cleared = False
             continue
-        starts = tuple(prefixes)
         with entries:
             for entry in entries:
-                if entry.name.startswith(starts) and TEMP_RE.match(entry.name):
-                    try:
-                        os.unlink(entry.path)
-                    except FileNotFoundError:
-                        pass
-                    except OSError:
-                        cleared = False
+                prefix, tag = entry.name[:-12], entry.name[-12:-4]
+                if prefix not in prefixes or not entry.name.endswith(".tmp") or not _in_tags(tag, tags):
+                    continue
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    cleared = False
     return cleared
+
+
+def _in_tags(text: str, tags: range) -> bool:
+    """`text` is 8 hex digits naming a tag of `tags` (tags wrap at 32 bits, as temp_name writes them)."""
+    if len(text) != 8 or text.strip("0123456789abcdef"):
+        return False
+    return (int(text, 16) - tags.start) & 0xFFFFFFFF < len(tags)
+
+
+def mount_inodes(mount: str, paths: Iterable[str]) -> dict[str, int]:
+    """The inode at each path in the mount, for the paths that hold something."""
+    found: dict[str, int] = {}
+    for rel in paths:
+        try:
+            found[rel] = os.lstat(mount + "/" + rel).st_ino
+        except OSError:
+            continue
+    return found
 
 
 def remove_temps(mount: str) -> int:

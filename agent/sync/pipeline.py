@@ -25,7 +25,7 @@ from agent.facts import Fact
 from agent.failpoints import failpoint
 from agent.logs import get_logger
 from agent.sync.copier import SMALL, Copier, CopyJob, CopyResult, Outcome
-from agent.sync.copyfork import CopyForks
+from agent.sync.copyfork import FORK_AT, CopyForks
 from agent.sync.earlyscan import EarlyScan
 from agent.sync.ledger import Failure, Ledger
 from agent.sync.links import LinkIndex
@@ -40,7 +40,7 @@ from agent.sync.mount import (
     updated_record,
     write_record,
 )
-from agent.sync.mountfs import delete_files, remove_temps, remove_temps_of, syncfs
+from agent.sync.mountfs import delete_files, mount_inodes, prune_empty, remove_temps, remove_temps_of, syncfs
 from agent.sync.plan import delete_allowed
 from agent.sync.scan import ScanResult, differs, source_walker, under_any
 from agent.sync.statedb import Row, StateDB, make_row
@@ -114,6 +114,7 @@ class Pipeline:
         self._copies = CopyForks(self._halt)  # big batches copy in forked processes (copyfork.py)
         self._busy = 0
         self._temps_clear = False
+        self._temps_left = False  # a lost forked copy's temp files could not all be removed (_recover_lost_batch)
         self._scanned = False
         self._scan_requested = False
         self._mount_problem: str | None = "not checked yet"
@@ -458,9 +459,12 @@ class Pipeline:
             except StateError as exc:
                 return [CopyResult(j.path, Outcome.FAILED, error=str(exc)) for j in jobs], {}
         claimed: dict[str, Row] = {}
-        results = self._copies.run(self._copier(), jobs)
+        copier = self._copier()
+        tags = copier.temp_tags(len(jobs))
+        present = mount_inodes(self._mount, intents) if len(jobs) >= FORK_AT else {}  # what a lost child left
+        results = self._copies.run(copier, jobs)
         if results is None:
-            results, claimed = self._recover_lost_batch(jobs, intents)
+            results, claimed = self._recover_lost_batch(jobs, intents, tags, present)
         failpoint("copy.after_rename")  # crash tests: renamed into the mount and durable, not yet in the state DB
         if db is None:
             return results, claimed
@@ -480,27 +484,40 @@ class Pipeline:
         return Copier(self._root, self._mount, marker_names=self._marker_names, hook=self._copy_hook, halt=self._halt)
 
     def _recover_lost_batch(
-        self, jobs: list[CopyJob], intents: dict[str, Row]
+        self, jobs: list[CopyJob], intents: dict[str, Row], tags: range, present: dict[str, int]
     ) -> tuple[list[CopyResult], dict[str, Row]]:
         """Worker thread: a forked copy gave no answer (copyfork.py; killed by a stop, by the OOM killer). As after
-        a crash: its temp files go, and the files it renamed into the mount are claimed from the batch's intents
-        (rows with inode 0: a scan compares them with the source, or deletes them in mirror mode when the source
-        lost them). Unless the engine is stopping, the batch is then copied here, where those files are found
-        in the mount and adopted."""
-        if not remove_temps_of(self._mount, intents):
-            self._temps_clear = False  # the next start sweeps the whole mount
-        claimed = claimed_rows(self._mount, intents)
+        a crash: its temp files go (those with its temp tags), and the files it renamed into the mount (a new
+        inode at the path since the batch began: not one it found there and adopted) are claimed from the
+        intents, rows with inode 0 (a scan compares them with the source, or deletes them in mirror mode when
+        the source lost them). Unless the engine is stopping, the batch is then copied here, where those files
+        are found and adopted."""
+        if not remove_temps_of(self._mount, intents, tags):
+            self._temps_left = True  # no clean marker at close: the next start sweeps the whole mount
+        now_present = mount_inodes(self._mount, intents)
+        renamed = {rel: row for rel, row in intents.items() if now_present.get(rel, 0) != present.get(rel, 0)}
+        claimed = claimed_rows(self._mount, renamed)
         stopping = self._halt.is_set()
         log.warning("sync.copy_process_lost", files=len(jobs), in_mount=len(claimed), stopping=stopping)
         if stopping:
+            for job in jobs:  # folders the child made for files it never renamed
+                if job.path not in claimed and "/" in job.path:
+                    prune_empty(self._mount, job.path.rpartition("/")[0])
             return [CopyResult(j.path, Outcome.FAILED, error="stopped") for j in jobs], claimed
-        try:
-            if claimed:
-                syncfs(self._mount)  # the child may have died between its renames and its barrier
-        except OSError as exc:  # claimed only (compared byte for byte by a later scan); the batch is retried
-            error = f"mount: {exc.strerror or exc.__class__.__name__}"
-            failed = [CopyResult(j.path, Outcome.FAILED, error=error, errno=exc.errno, mount_side=True) for j in jobs]
-            return failed, claimed
+        failed: str | None = None
+        errno: int | None = None
+        if self._mount_gone():
+            failed = "mount: no longer a mount point (unmounted?)"
+        else:
+            try:
+                if claimed:
+                    syncfs(self._mount)  # the child may have died between its renames and its barrier
+            except OSError as exc:  # claimed only (compared byte for byte by a later scan); the batch is retried
+                failed, errno = f"mount: {exc.strerror or exc.__class__.__name__}", exc.errno
+        if failed is not None:
+            return [
+                CopyResult(j.path, Outcome.FAILED, error=failed, errno=errno, mount_side=True) for j in jobs
+            ], claimed
         return self._copier().run(jobs), claimed
 
     def _handle_failures(self, failures: list[Failure]) -> None:

@@ -15,6 +15,7 @@ import anyio
 import pytest
 from sync.sync_kit import EngineFactory, temps, tree
 
+from agent.facts import FileSynced
 from agent.sync import copyfork, forks, transfer
 from agent.sync.copier import CopyJob, Outcome
 from agent.sync.scan import to_filestat
@@ -116,7 +117,7 @@ async def test_a_stop_during_a_forked_batch_leaves_every_renamed_file_the_agents
     answers: list[Any] = []
     worker = threading.Thread(target=lambda: answers.append(engine._copy_and_record(jobs)))
     worker.start()
-    await anyio.to_thread.run_sync(lambda: _wait_for(lambda: len(tree(mnt)) == FILES))  # all renamed
+    await anyio.to_thread.run_sync(lambda: _wait_for(lambda: set(tree(mnt)) == set(expected)))  # all renamed
     engine._copies.stop()
     worker.join(20)
     [(results, claimed)] = answers
@@ -134,3 +135,28 @@ def _wait_for(done: Any, within: float = 20.0) -> None:
     deadline = time.monotonic() + within
     while not done() and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+async def test_files_the_mount_already_held_stay_adopted_after_a_lost_batch(
+    src: Path, mnt: Path, state: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh state over a mount that already holds the drop (a reinstalled agent): the child only adopts, then
+    dies before answering. Nothing it found there is claimed as its own copy: the facts say adopted, so a
+    marker among them fires no rule and no file counts as new data."""
+    drop(src)
+    (src / "d0" / "_SUCCESS").write_text("drop-1\n")
+    expected = tree(src)
+    for rel, data in expected.items():
+        (mnt / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mnt / rel).write_bytes(data)
+        st = (src / rel).stat()
+        os.utime(mnt / rel, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.chmod(mnt / rel, st.st_mode & 0o7777)
+    die = in_child_only(lambda: os.kill(os.getpid(), signal.SIGKILL))
+    monkeypatch.setattr(forks.pickle, "dumps", die(forks.pickle.dumps))
+    facts: list[Any] = []
+    engine = make_engine(copy_workers=1, on_fact=facts.append, marker_names=frozenset({"_SUCCESS"}))
+    report = await engine.sync_once()
+    assert report.ok and tree(mnt) == expected and temps(mnt) == []
+    synced = [f for f in facts if isinstance(f, FileSynced)]
+    assert len(synced) == len(expected) and all(f.adopted for f in synced)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.sync.mountfs import TEMP_RE, delete_files, remove_temps, temp_name
+from agent.sync.mountfs import TEMP_RE, delete_files, remove_temps, remove_temps_of, temp_name
 
 
 def test_temp_names_fit_and_match_the_cleanup_pattern() -> None:
@@ -39,3 +39,17 @@ def test_delete_files_prunes_empty_folders(mnt: Path) -> None:
     assert sorted(p.relative_to(mnt).as_posix() for p in mnt.rglob("*")) == ["a", "a/g"]
     delete_files(str(mnt), ["a/g"])
     assert mnt.exists() and list(mnt.iterdir()) == []
+
+
+def test_remove_temps_of_takes_only_the_lost_batchs_temps(mnt: Path) -> None:
+    """A forked batch that gave no answer: its temps go (their names made from its files' names and its tags),
+    not those of a batch copying beside it in the same folder, even where long names cut to the same prefix."""
+    long_a, long_b = "x" * 240 + "_run001.parquet", "x" * 240 + "_run002.parquet"
+    (mnt / "d").mkdir()
+    lost = [temp_name("a.csv", 0x10), temp_name(long_a, 0x11), temp_name("b.csv", 0xFFFFFFFF + 0x12)]
+    beside = [temp_name(long_b, 0x7000), temp_name("a.csv", 0x7001), temp_name("a.csv.domino-sync-x", 0x12)]
+    for name in (*lost, *beside, "a.csv"):
+        (mnt / "d" / name).write_text("x")
+    paths = ["d/a.csv", f"d/{long_a}", "d/b.csv", "gone/c.csv"]
+    assert remove_temps_of(str(mnt), paths, range(0x10, 0x10 + 3))
+    assert sorted(p.name for p in (mnt / "d").iterdir()) == sorted([*beside, "a.csv"])
