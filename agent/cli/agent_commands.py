@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import click
 
-from agent.cli.output import say
+from agent.cli.output import say, writing
 from agent.config import Config, load_config
 from agent.errors import AgentError, NoAgentError
 from agent.logs import configure_logging, redact
@@ -152,7 +152,8 @@ def status(ctx: click.Context, config_path: Path, as_json: bool) -> None:
     if as_json:
         say(json.dumps(data, indent=2, default=str))
     else:
-        render_status(data, sys.stdout)
+        with writing():
+            render_status(data, sys.stdout)
 
 
 @click.command()

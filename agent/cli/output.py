@@ -6,10 +6,12 @@ arrays. Tables pick a few columns per kind of object; a single object prints as 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import click
@@ -54,10 +56,18 @@ def emit(value: Any, fmt: OutputFormat) -> None:
 
 
 def say(text: str) -> None:
-    """Write a line of a command's output to stdout; one that cannot be written is one error line (exit 1), not
-    an internal error."""
-    try:
+    """Write a line of a command's output to stdout (see `writing`)."""
+    with writing():
         click.echo(text)
+
+
+@contextlib.contextmanager
+def writing() -> Iterator[None]:
+    """Around writes to stdout: one that fails (a full disk, a pipe closed by its reader) is one error line and
+    exit 1 (OutputError), not an internal error. Flushes, so that the failure comes here."""
+    try:
+        yield
+        sys.stdout.flush()
     except OSError as exc:
         raise OutputError(f"cannot write the output to stdout ({exc.strerror or exc.__class__.__name__})") from None
 
