@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from agent import defaults
 from agent.sync.forks import collect, kill, spawn
 from agent.sync.scan import ScanResult, Walker, source_walker
-from agent.sync.statedb import Row, StateDB
+from agent.sync.statedb import Image, Row, StateDB
 
 if TYPE_CHECKING:
     from agent.sync.scan import WalkedSource
@@ -61,6 +61,7 @@ class EarlyScan:
         self._rows = rows
         self._child: tuple[int, int] | None = (pid, fd)
         self.started = started
+        self.image: Image | None = None  # the row image the walk compared against, for the engine's own load
 
     @classmethod
     def start(cls, source: WalkedSource, mount: Path | None, state_dir: Path) -> EarlyScan | None:
@@ -78,7 +79,7 @@ class EarlyScan:
             if early._key == _key(walker):
                 return early
             early.close()
-        rows: dict[str, Row] = {}
+        image: Image | None = None
         db_path = state_dir / "state.db"
         if db_path.is_file():
             try:
@@ -86,21 +87,25 @@ class EarlyScan:
             except Exception:  # the engine will report a DB it cannot open; no early scan then
                 return None
             try:
-                rows = db.load()
+                image = db.load_image()
             except Exception:
                 return None
             finally:
                 db.close()
+        rows = image[1] if image is not None else {}
         started = time.time()
         child = spawn(lambda: walker.scan(rows))
         if child is None:
             return None
-        return cls(walker, rows, *child, started)
+        early = cls(walker, rows, *child, started)
+        early.image = image
+        return early
 
     def take(self, walker: Walker, rows: Mapping[str, Row], now: float) -> ScanResult | None:
         """The child's result when it is the scan `walker` would make of `rows` now, else None (walk again).
         Blocks until the child is done; once only."""
         child, self._child = self._child, None
+        self.image = None  # the engine has loaded its rows by now
         if child is None:
             return None
         if now - self.started > MAX_AGE:  # the agent waited (a snapshot still being taken, a slow bootstrap)

@@ -188,7 +188,8 @@ class Pipeline:
             return
         db = await anyio.to_thread.run_sync(StateDB, self._state_dir / "state.db")
         try:
-            self._ledger.rows = await anyio.to_thread.run_sync(lambda: db.load(image=self._burst))
+            known = self._early_scan.image if self._early_scan is not None else None
+            self._ledger.rows = await anyio.to_thread.run_sync(lambda: db.load(image=self._burst, known=known))
             self._intents = await anyio.to_thread.run_sync(db.intents)
             self._mount_record = await anyio.to_thread.run_sync(read_record, self._state_dir)
             self._temps_clear = await anyio.to_thread.run_sync(self._take_clean_marker)

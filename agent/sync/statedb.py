@@ -82,6 +82,10 @@ def _rows(conn: sqlite3.Connection) -> dict[str, Row]:
     return {(p if type(p) is str else fsdecode(p)): pack(s, m, i, mo) for p, s, m, i, mo in cursor}
 
 
+Image = tuple[bytes, dict[str, Row]]
+"""The files table's image as one load read it: the stored `marshal` blob, and the rows it holds."""
+
+
 def _from_image(found: tuple[bytes] | None) -> dict[str, Row] | None:
     """The rows kept in `files_image`; None when there is none (or it cannot be read: then the table is read)."""
     if found is None:
@@ -155,29 +159,39 @@ class StateDB:
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"state DB {path} cannot be opened ({exc}): check state_dir") from None
 
-    def load(self, *, image: bool = True) -> dict[str, Row]:
+    def load(self, *, image: bool = True, known: Image | None = None) -> dict[str, Row]:
         """Every row, by path: from the image when `files` has not changed since it was taken, else from the
         table (and then a new image is stored for the next start). `image=False` reads the table only: the
-        daemon loads once per start, and the image's 5 MB buffers (per 100,000 rows) would stay in its heap."""
+        daemon loads once per start, and the image's 5 MB buffers (per 100,000 rows) would stay in its heap.
+        `known`: an image this process loaded before (`load_image`); when it is still the stored one, its rows
+        are copied instead of unmarshalled again (`once` loads them for its early walk, then for the engine)."""
         if not image:
             return self._read_rows()
+        return self.load_image(known)[1]
+
+    def load_image(self, known: Image | None = None) -> Image:
+        """`load` with the image: (the stored blob, the rows it holds)."""
         with self._lock:
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")  # no writer between the read and the image taken of it
                 try:
-                    rows = _from_image(conn.execute("SELECT image FROM files_image").fetchone())
-                    if rows is None:
-                        rows = _rows(conn)
-                        blob = marshal.dumps(rows)
-                        conn.execute("INSERT OR REPLACE INTO files_image (id, image) VALUES (0, ?)", (blob,))
-                        del blob
+                    found = conn.execute("SELECT image FROM files_image").fetchone()
+                    if found is not None and known is not None and found[0] == known[0]:
+                        blob, rows = known[0], dict(known[1])
+                    else:
+                        blob, loaded = (found[0], _from_image(found)) if found is not None else (b"", None)
+                        if loaded is None:
+                            loaded = _rows(conn)
+                            blob = marshal.dumps(loaded)
+                            conn.execute("INSERT OR REPLACE INTO files_image (id, image) VALUES (0, ?)", (blob,))
+                        rows = loaded
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
                 conn.execute("PRAGMA shrink_memory")  # the read filled SQLite's page cache: the rows are here
-                return rows
+                return blob, rows
             except sqlite3.Error as exc:
                 raise StateError(f"state DB {self.path} cannot be read ({exc})") from None
 

@@ -166,3 +166,21 @@ def test_a_read_only_open_writes_nothing(tmp_path: Path) -> None:
         ro.record(put=[("b", make_row(2, 2, 2, 0o644))])
     ro.close()
     assert path.read_bytes() == before and _image(path) is None
+
+
+def test_a_known_image_still_stored_is_copied_not_unmarshalled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`once` loads the rows for its early walk, then for the engine: the second load copies the first one's
+    rows while the stored image is the same, and reads the table again once a change dropped it."""
+    db = StateDB(tmp_path / "state.db")
+    db.record(put=[(f"f{i}", make_row(i, i, i, 0o644)) for i in range(50)])
+    known = db.load_image()
+    other = StateDB(tmp_path / "state.db")  # the engine's own connection
+    unmarshalled: list[int] = []
+    real_loads = marshal.loads
+    monkeypatch.setattr(marshal, "loads", lambda data: unmarshalled.append(len(data)) or real_loads(data))
+    rows = other.load(known=known)
+    assert rows == known[1] and rows is not known[1] and unmarshalled == []
+    other.record(put=[("f0", make_row(9, 9, 9, 0o644))])
+    assert other.load(known=known)["f0"] == make_row(9, 9, 9, 0o644)
+    other.close()
+    db.close()
