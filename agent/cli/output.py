@@ -67,9 +67,12 @@ def writing() -> Iterator[None]:
     exit 1 (OutputError), not an internal error. Flushes, so that the failure comes here."""
     try:
         yield
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed, where the output goes nowhere, as asked
+            sys.stdout.flush()
     except OSError as exc:
         raise OutputError(f"cannot write the output to stdout ({exc.strerror or exc.__class__.__name__})") from None
+    except ValueError:  # a file object closed under us
+        raise OutputError("cannot write the output to stdout (closed)") from None
 
 
 def table(rows: Sequence[Any]) -> str:

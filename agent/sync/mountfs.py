@@ -166,11 +166,19 @@ def _in_tags(text: str, tags: range) -> bool:
 
 
 def mount_inodes(mount: str, paths: Iterable[str]) -> dict[str, int]:
-    """The inode at each path in the mount, for the paths that hold something."""
+    """The inode at each path in the mount, for the paths that hold something (one stat per path, one per
+    folder that is not there yet: a first sync's new folders cost nothing per file)."""
     found: dict[str, int] = {}
+    absent: set[str] = set()
     for rel in paths:
+        folder = rel.rpartition("/")[0]
+        if folder in absent:
+            continue
         try:
             found[rel] = os.lstat(mount + "/" + rel).st_ino
+        except FileNotFoundError:
+            if folder and not os.path.isdir(mount + "/" + folder):
+                absent.add(folder)
         except OSError:
             continue
     return found

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,20 @@ def test_a_command_whose_output_cannot_be_written_says_so_in_one_line(tmp_path: 
     assert done.stderr.strip().splitlines() == [
         "domino-sync: error: cannot write the output to stdout (No space left on device)"
     ]
+
+
+def test_a_command_started_with_stdout_closed_does_its_work_and_exits_0(tmp_path: Path) -> None:
+    """Its output goes nowhere, as asked: not an error."""
+    state = tmp_path / "state"
+    state.mkdir()
+    QueueStore(state / "state.db").close()
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"source: {{path: {tmp_path}}}\ndataset: {{name: d, project_id: p}}\nstate_dir: {state}\n"
+        "server: {enabled: false}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "retry", "--config", str(config)],
+        stderr=subprocess.PIPE, text=True, timeout=60, check=False, preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.sync.mountfs import TEMP_RE, delete_files, remove_temps, remove_temps_of, temp_name
+import pytest
+
+from agent.sync.mountfs import TEMP_RE, delete_files, mount_inodes, remove_temps, remove_temps_of, temp_name
 
 
 def test_temp_names_fit_and_match_the_cleanup_pattern() -> None:
@@ -53,3 +55,14 @@ def test_remove_temps_of_takes_only_the_lost_batchs_temps(mnt: Path) -> None:
     paths = ["d/a.csv", f"d/{long_a}", "d/b.csv", "gone/c.csv"]
     assert remove_temps_of(str(mnt), paths, range(0x10, 0x10 + 3))
     assert sorted(p.name for p in (mnt / "d").iterdir()) == sorted([*beside, "a.csv"])
+
+
+def test_mount_inodes_stats_each_path_and_a_missing_folder_once(mnt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (mnt / "old").mkdir()
+    (mnt / "old" / "a").write_text("a")
+    calls: list[str] = []
+    real_lstat = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda path, *a, **k: calls.append(str(path)) or real_lstat(path, *a, **k))
+    paths = ["old/a", "old/b", *(f"new/f{i}" for i in range(50))]
+    assert mount_inodes(str(mnt), paths) == {"old/a": (mnt / "old" / "a").stat().st_ino}
+    assert len(calls) == 3  # old/a, old/b, and the first of the new folder's paths
