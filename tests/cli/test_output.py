@@ -29,14 +29,7 @@ def test_say_on_a_full_stdout_is_an_output_error(monkeypatch: pytest.MonkeyPatch
 
 def test_a_command_whose_output_cannot_be_written_says_so_in_one_line(tmp_path: Path) -> None:
     """`retry` with no agent running requeues in the state folder and prints what it did: here into /dev/full."""
-    state = tmp_path / "state"
-    state.mkdir()
-    QueueStore(state / "state.db").close()
-    config = tmp_path / "agent.yaml"
-    config.write_text(
-        f"source: {{path: {tmp_path}}}\ndataset: {{name: d, project_id: p}}\nstate_dir: {state}\n"
-        "server: {enabled: false}\n"
-    )
+    config = retry_config(tmp_path)
     with Path("/dev/full").open("w") as full:
         done = subprocess.run(
             [sys.executable, "-m", "agent", "retry", "--config", str(config)],
@@ -50,6 +43,16 @@ def test_a_command_whose_output_cannot_be_written_says_so_in_one_line(tmp_path: 
 
 def test_a_command_started_with_stdout_closed_does_its_work_and_exits_0(tmp_path: Path) -> None:
     """Its output goes nowhere, as asked: not an error."""
+    config = retry_config(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "retry", "--config", str(config)],
+        stderr=subprocess.PIPE, text=True, timeout=60, check=False, preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def retry_config(tmp_path: Path) -> Path:
+    """A config whose `retry` (no agent running) requeues in a state folder that has a queue, and prints."""
     state = tmp_path / "state"
     state.mkdir()
     QueueStore(state / "state.db").close()
@@ -58,8 +61,4 @@ def test_a_command_started_with_stdout_closed_does_its_work_and_exits_0(tmp_path
         f"source: {{path: {tmp_path}}}\ndataset: {{name: d, project_id: p}}\nstate_dir: {state}\n"
         "server: {enabled: false}\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "retry", "--config", str(config)],
-        stderr=subprocess.PIPE, text=True, timeout=60, check=False, preexec_fn=lambda: os.close(1),
-    )  # fmt: skip
-    assert (done.returncode, done.stderr) == (0, "")
+    return config
