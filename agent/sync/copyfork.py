@@ -11,7 +11,7 @@ or when no child can be started.
 
 A child that gives no answer (killed by `stop`, by the OOM killer, or dead of a bug) may have left temp files
 and renamed part of the batch into the mount: `run` then returns None, and the caller recovers the batch as
-after a crash (pipeline.py `_recover_lost_batch`).
+after a crash (batches.py `BatchCopier._recover`).
 """
 
 from __future__ import annotations

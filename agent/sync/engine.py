@@ -128,7 +128,7 @@ class SyncEngine(Pipeline):
             self._early_scan = None
         if self._db is None:
             return
-        if self._temps_clear and not self._temps_left and self._busy == 0:
+        if self._temps_clear and not self._batches.temps_left and self._busy == 0:
             try:
                 marker = self._state_dir / CLEAN_MARKER
                 marker.write_bytes(b"")
@@ -314,7 +314,7 @@ class SyncEngine(Pipeline):
         try:
             await anyio.sleep_forever()
         finally:
-            self._copies.stop()  # sets _halt: copies under way stop (forked ones are killed)
+            self._batches.copies.stop()  # sets _halt: copies under way stop (forked ones are killed)
             if self._stop is not None:
                 self._stop.set()
             if self._watch_stop is not None:

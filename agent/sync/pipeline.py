@@ -22,10 +22,9 @@ import anyio.to_thread
 from agent.config import SourceConfig
 from agent.errors import SourceError, StateError
 from agent.facts import Fact
-from agent.failpoints import failpoint
 from agent.logs import get_logger
-from agent.sync.copier import SMALL, Copier, CopyJob, CopyResult, Outcome
-from agent.sync.copyfork import FORK_AT, CopyForks
+from agent.sync.batches import BatchCopier, Outcomes
+from agent.sync.copier import SMALL, CopyJob, Outcome
 from agent.sync.earlyscan import EarlyScan
 from agent.sync.ledger import Failure, Ledger
 from agent.sync.links import LinkIndex
@@ -40,10 +39,10 @@ from agent.sync.mount import (
     updated_record,
     write_record,
 )
-from agent.sync.mountfs import delete_files, mount_inodes, prune_empty, remove_temps, remove_temps_of, syncfs
+from agent.sync.mountfs import delete_files, remove_temps
 from agent.sync.plan import delete_allowed
 from agent.sync.scan import ScanResult, differs, source_walker, under_any
-from agent.sync.statedb import Row, StateDB, make_row
+from agent.sync.statedb import Row, StateDB
 from agent.sync.watcher import WatcherFactory, watchfiles_changes
 
 log = get_logger("agent.sync")
@@ -111,10 +110,17 @@ class Pipeline:
         self._intents: dict[str, Row] = {}
         self._mount_record: MountRecord | None = None
         self._halt = threading.Event()
-        self._copies = CopyForks(self._halt)  # big batches copy in forked processes (copyfork.py)
+        self._batches = BatchCopier(
+            self._root,
+            self._mount,
+            self._halt,
+            marker_names=marker_names,
+            hook=copy_hook,
+            mount_gone=self._mount_gone,
+            clock=clock,
+        )  # a batch's copy and its records, in a worker thread (big batches in a forked process)
         self._busy = 0
         self._temps_clear = False
-        self._temps_left = False  # a lost forked copy's temp files could not all be removed (_recover_lost_batch)
         self._scanned = False
         self._scan_requested = False
         self._mount_problem: str | None = "not checked yet"
@@ -421,9 +427,9 @@ class Pipeline:
 
     async def _run_batch(self, jobs: list[CopyJob], big: bool = False) -> None:
         self._busy += 1
-        outcome: tuple[list[CopyResult], dict[str, Row]] | None = None
+        outcome: Outcomes | None = None
         try:
-            outcome = await anyio.to_thread.run_sync(self._copy_and_record, jobs, limiter=self._limiter)
+            outcome = await anyio.to_thread.run_sync(self._batches.run, self._db, jobs, limiter=self._limiter)
         finally:
             self._busy -= 1
             self._running -= 1
@@ -445,81 +451,6 @@ class Pipeline:
             if result.outcome is Outcome.CHANGED:
                 log.info("sync.changed_during_copy", path=result.path)
         self._handle_failures(failures)
-
-    def _copy_and_record(self, jobs: list[CopyJob]) -> tuple[list[CopyResult], dict[str, Row]]:
-        """Worker thread: record the batch's intents, copy it, then record what is done and clear the intents in
-        one transaction. Also returns the rows claimed for a lost forked copy (`_recover_lost_batch`)."""
-        if self._mount_gone():
-            error = "mount: no longer a mount point (unmounted?)"
-            return [CopyResult(j.path, Outcome.FAILED, error=error, mount_side=True) for j in jobs], {}
-        db = self._db
-        intents = {j.path: make_row(j.expect.size, j.expect.mtime_ns, j.expect.ino, j.expect.mode) for j in jobs}
-        if db is not None:
-            try:  # one durable transaction per batch, before any rename: a crash cannot orphan a file
-                db.intend(intents.items())
-            except StateError as exc:
-                return [CopyResult(j.path, Outcome.FAILED, error=str(exc)) for j in jobs], {}
-        claimed: dict[str, Row] = {}
-        copier = self._copier()
-        tags = copier.temp_tags(len(jobs))
-        present = mount_inodes(self._mount, intents) if len(jobs) >= FORK_AT else {}  # what a lost child left
-        results = self._copies.run(copier, jobs)
-        if results is None:
-            results, claimed = self._recover_lost_batch(jobs, intents, tags, present)
-        failpoint("copy.after_rename")  # crash tests: renamed into the mount and durable, not yet in the state DB
-        if db is None:
-            return results, claimed
-        done = [r for r in results if r.done and r.row is not None]
-        try:
-            db.record(
-                put=[*claimed.items(), *((r.path, r.row) for r in done if r.row is not None)],
-                drop=[r.moved_from for r in done if r.moved_from is not None],
-                at=self._clock(),
-                done=[j.path for j in jobs],
-            )
-        except StateError as exc:  # the intents stay: the next start claims what is in the mount
-            return [CopyResult(r.path, Outcome.FAILED, error=str(exc)) if r.done else r for r in results], {}
-        return results, claimed
-
-    def _copier(self) -> Copier:
-        return Copier(self._root, self._mount, marker_names=self._marker_names, hook=self._copy_hook, halt=self._halt)
-
-    def _recover_lost_batch(
-        self, jobs: list[CopyJob], intents: dict[str, Row], tags: range, present: dict[str, int]
-    ) -> tuple[list[CopyResult], dict[str, Row]]:
-        """Worker thread: a forked copy gave no answer (copyfork.py; killed by a stop, by the OOM killer). As after
-        a crash: its temp files go (those with its temp tags), and the files it renamed into the mount (a new
-        inode at the path since the batch began: not one it found there and adopted) are claimed from the
-        intents, rows with inode 0 (a scan compares them with the source, or deletes them in mirror mode when
-        the source lost them). Unless the engine is stopping, the batch is then copied here, where those files
-        are found and adopted."""
-        if not remove_temps_of(self._mount, intents, tags):
-            self._temps_left = True  # no clean marker at close: the next start sweeps the whole mount
-        now_present = mount_inodes(self._mount, intents)
-        renamed = {rel: row for rel, row in intents.items() if now_present.get(rel, 0) != present.get(rel, 0)}
-        claimed = claimed_rows(self._mount, renamed)
-        stopping = self._halt.is_set()
-        log.warning("sync.copy_process_lost", files=len(jobs), in_mount=len(claimed), stopping=stopping)
-        if stopping:
-            for job in jobs:  # folders the child made for files it never renamed
-                if job.path not in claimed and "/" in job.path:
-                    prune_empty(self._mount, job.path.rpartition("/")[0])
-            return [CopyResult(j.path, Outcome.FAILED, error="stopped") for j in jobs], claimed
-        failed: str | None = None
-        errno: int | None = None
-        if self._mount_gone():
-            failed = "mount: no longer a mount point (unmounted?)"
-        else:
-            try:
-                if claimed:
-                    syncfs(self._mount)  # the child may have died between its renames and its barrier
-            except OSError as exc:  # claimed only (compared byte for byte by a later scan); the batch is retried
-                failed, errno = f"mount: {exc.strerror or exc.__class__.__name__}", exc.errno
-        if failed is not None:
-            return [
-                CopyResult(j.path, Outcome.FAILED, error=failed, errno=errno, mount_side=True) for j in jobs
-            ], claimed
-        return self._copier().run(jobs), claimed
 
     def _handle_failures(self, failures: list[Failure]) -> None:
         for failure in failures:

@@ -115,10 +115,10 @@ async def test_a_stop_during_a_forked_batch_leaves_every_renamed_file_the_agents
     await engine._open()
     jobs = [CopyJob(rel, to_filestat((src / rel).stat())) for rel in sorted(expected)]
     answers: list[Any] = []
-    worker = threading.Thread(target=lambda: answers.append(engine._copy_and_record(jobs)))
+    worker = threading.Thread(target=lambda: answers.append(engine._batches.run(engine._db, jobs)))
     worker.start()
     await anyio.to_thread.run_sync(lambda: _wait_for(lambda: set(tree(mnt)) == set(expected)))  # all renamed
-    engine._copies.stop()
+    engine._batches.copies.stop()
     worker.join(20)
     [(results, claimed)] = answers
     assert [(r.outcome, r.error) for r in results] == [(Outcome.FAILED, "stopped")] * FILES
