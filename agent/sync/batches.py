@@ -16,7 +16,7 @@ from agent.errors import StateError
 from agent.failpoints import failpoint
 from agent.logs import get_logger
 from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome
-from agent.sync.copyfork import FORK_AT, CopyForks
+from agent.sync.copyfork import CopyForks
 from agent.sync.mount import claimed_rows
 from agent.sync.mountfs import mount_inodes, prune_empty, remove_temps_of, syncfs
 from agent.sync.statedb import Row, StateDB, make_row
@@ -67,7 +67,7 @@ class BatchCopier:
         claimed: dict[str, Row] = {}
         copier = self._copier()
         tags = copier.temp_tags(len(jobs))
-        present = mount_inodes(self.mount, intents) if len(jobs) >= FORK_AT else {}  # what a lost child left
+        present = mount_inodes(self.mount, intents) if self.copies.forks(copier, jobs) else {}  # before a child
         results = self.copies.run(copier, jobs)
         if results is None:
             results, claimed = self._recover(jobs, intents, tags, present)

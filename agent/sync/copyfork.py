@@ -22,7 +22,7 @@ from functools import partial
 
 from agent.failpoints import armed
 from agent.sync.copier import Copier, CopyJob, CopyResult
-from agent.sync.forks import Children, collect, kill, spawn
+from agent.sync.forks import Children
 
 FORK_AT = 32
 """Files in a batch from which it is copied in a forked process."""
@@ -33,20 +33,19 @@ class CopyForks:
 
     def __init__(self, halt: threading.Event) -> None:
         self.halt = halt
-        self.children = Children()
+        self.children = Children(halt)
+
+    def forks(self, copier: Copier, jobs: Sequence[CopyJob]) -> bool:
+        """Whether `run` would copy this batch in a child (when one can be started)."""
+        return len(jobs) >= FORK_AT and copier.hook is None and not armed() and not self.halt.is_set()
 
     def run(self, copier: Copier, jobs: Sequence[CopyJob]) -> list[CopyResult] | None:
         """`copier.run(jobs)`, in a child when the batch is big enough and nothing needs it here; None when the
         child gave no answer."""
-        if len(jobs) < FORK_AT or copier.hook is not None or armed() or self.halt.is_set():
-            return copier.run(jobs)
-        child = spawn(partial(copier.run, jobs))
+        child = self.children.start(partial(copier.run, jobs)) if self.forks(copier, jobs) else None
         if child is None:
             return copier.run(jobs)
-        self.children.add(child[0])
-        if self.halt.is_set():  # halted while it was being forked
-            kill(child[0])
-        (answer,) = collect([child], reaping=self.children.forget)
+        (answer,) = self.children.collect([child])
         return answer if isinstance(answer, list) else None
 
     def stop(self) -> None:

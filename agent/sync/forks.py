@@ -1,6 +1,6 @@
 """Work in forked processes: `spawn` a child that runs a function and sends back its result pickled through a
 pipe, `collect` the answers, `kill` a child. Used where Python's per-file work would otherwise queue behind one
-GIL: a full scan's shares (scanfork.py) and big batches of copies (pipeline.py).
+GIL: a full scan's shares (scanfork.py) and big batches of copies (copyfork.py).
 
 A child runs nothing but its work: no logging, no SQLite, no event loop, no import (another thread of the
 parent may have held the import lock when it forked). First it closes every descriptor but its pipe (a child
@@ -61,17 +61,29 @@ def spawn(work: Callable[[], object]) -> tuple[int, int] | None:
 
 
 class Children:
-    """The children of some work under way that another thread may have to stop (`kill_all`). A pid is
-    forgotten, under the lock, before it is reaped (`collect(..., reaping=children.forget)`), so a kill never
-    reaches a pid the system has given to another process."""
+    """The children of some work under way that another thread may stop: `halt` set, then `kill_all`. A child
+    started here (`start`) is killed at once if `halt` was set while it was forked, and its pid is forgotten,
+    under the lock, before it is reaped (`collect`), so a kill never reaches a pid the system has given to
+    another process."""
 
-    def __init__(self) -> None:
+    def __init__(self, halt: threading.Event) -> None:
+        self.halt = halt
         self._pids: set[int] = set()
         self._lock = threading.Lock()
 
-    def add(self, pid: int) -> None:
-        with self._lock:
-            self._pids.add(pid)
+    def start(self, work: Callable[[], object]) -> tuple[int, int] | None:
+        """`spawn(work)`, the child known here until `collect` reaps it."""
+        child = spawn(work)
+        if child is not None:
+            with self._lock:
+                self._pids.add(child[0])
+            if self.halt.is_set():  # halted while it was being forked
+                kill(child[0])
+        return child
+
+    def collect(self, children: list[tuple[int, int]]) -> list[object | None]:
+        """`collect(children)`, each pid forgotten before it is reaped."""
+        return collect(children, reaping=self.forget)
 
     def forget(self, pid: int) -> None:
         with self._lock:

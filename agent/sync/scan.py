@@ -152,7 +152,7 @@ class Walker:
         self.root = os.path.abspath(root)
         self.workers = default_workers() if workers is None else workers  # processes for a full scan
         self.halted = threading.Event()  # `halt`: walks stop with SourceError, their children killed
-        self.children = Children()  # the processes walking shares of a scan now (scanfork.py)
+        self.children = Children(self.halted)  # the processes walking shares of a scan now (scanfork.py)
         self.real_root = os.path.realpath(self.root)
         self.matcher = matcher
         self.prune = frozenset(prune)

@@ -15,7 +15,6 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from agent.errors import SourceError
-from agent.sync.forks import collect, kill, spawn
 from agent.sync.statedb import Row
 
 if TYPE_CHECKING:
@@ -40,17 +39,14 @@ def fan_out(walker: Walker, folders: Share, known: Mapping[str, Row], out: ScanR
         for share in others:
             if walker.halted.is_set():
                 break
-            started = spawn(partial(_walked, walker, share, known, ScanResult))
+            started = walker.children.start(partial(_walked, walker, share, known, ScanResult))  # halt kills it
             if started is None:
                 walker._walk(share, known, out)  # could not fork: this process walks it
             else:
-                walker.children.add(started[0])  # Walker.halt kills it
                 children.append((*started, share))
-                if walker.halted.is_set():  # halted while it was being forked
-                    kill(started[0])
         walker._walk(mine, known, out)
     finally:
-        answers = collect([(pid, fd) for pid, fd, _ in children], reaping=walker.children.forget)
+        answers = walker.children.collect([(pid, fd) for pid, fd, _ in children])  # reaped even if this failed
     if walker.halted.is_set():
         raise SourceError("the scan was stopped (the agent is stopping)")  # a killed share is no answer
     for answer, (_, _, share) in zip(answers, children, strict=True):

@@ -15,7 +15,7 @@ import pytest
 from sync.sync_kit import temps
 
 from agent import failpoints
-from agent.sync import copyfork, forks, transfer
+from agent.sync import forks, transfer
 from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome
 from agent.sync.copyfork import FORK_AT, CopyForks
 from agent.sync.scan import to_filestat
@@ -36,14 +36,15 @@ def drop(src: Path, count: int) -> list[CopyJob]:
 def forked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The pids of the children `CopyForks` starts (spawn still forks)."""
     pids: list[int] = []
+    real_spawn = forks.spawn
 
     def counting(work: Any) -> tuple[int, int] | None:
-        child = forks.spawn(work)
+        child = real_spawn(work)
         if child is not None:
             pids.append(child[0])
         return child
 
-    monkeypatch.setattr(copyfork, "spawn", counting)
+    monkeypatch.setattr(forks, "spawn", counting)
     return pids
 
 

@@ -84,14 +84,14 @@ async def test_a_child_killed_after_its_renames_has_its_files_adopted_not_copied
     die = in_child_only(lambda: os.kill(os.getpid(), signal.SIGKILL))
     monkeypatch.setattr(forks.pickle, "dumps", die(forks.pickle.dumps))
     renamed: dict[str, int] = {}
-    real_collect = copyfork.collect
+    real_collect = forks.collect
 
     def collect_then_look(*args: Any, **kwargs: Any) -> Any:
         answer = real_collect(*args, **kwargs)  # the child is dead: what it renamed is in the mount
         renamed.update({rel: os.stat(mnt / rel).st_ino for rel in expected if (mnt / rel).exists()})
         return answer
 
-    monkeypatch.setattr(copyfork, "collect", collect_then_look)
+    monkeypatch.setattr(forks, "collect", collect_then_look)
     report = await make_engine(copy_workers=1).sync_once()
     assert report.ok and report.copied == FILES
     assert tree(mnt) == expected and temps(mnt) == []
