@@ -74,10 +74,10 @@ class BatchCopier:
         failpoint("copy.after_rename")  # crash tests: renamed into the mount and durable, not yet in the state DB
         if db is None:
             return results, claimed
-        done = [r for r in results if r.done and r.row is not None]
+        done = [r for r in results if r.done]
         try:
             db.record(
-                put=[*claimed.items(), *((r.path, r.row) for r in done if r.row is not None)],
+                put=[*claimed.items(), *((r.path, row) for r in done if (row := r.row) is not None)],
                 drop=[r.moved_from for r in done if r.moved_from is not None],
                 at=self.clock(),
                 done=[j.path for j in jobs],

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from agent.failpoints import armed
-from agent.sync.copier import Copier, CopyJob, CopyResult
+from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome
 from agent.sync.forks import Children
 
 FORK_AT = 32
@@ -42,13 +42,25 @@ class CopyForks:
     def run(self, copier: Copier, jobs: Sequence[CopyJob]) -> list[CopyResult] | None:
         """`copier.run(jobs)`, in a child when the batch is big enough and nothing needs it here; None when the
         child gave no answer."""
-        child = self.children.start(partial(copier.run, jobs)) if self.forks(copier, jobs) else None
+        child = self.children.start(partial(_run_packed, copier, jobs)) if self.forks(copier, jobs) else None
         if child is None:
             return copier.run(jobs)
         (answer,) = self.children.collect([child])
-        return answer if isinstance(answer, list) else None
+        if not isinstance(answer, list) or len(answer) != len(jobs):
+            return None
+        return [_copied(job) if result is None else result for job, result in zip(jobs, answer, strict=True)]
 
     def stop(self) -> None:
         """Set `halt` and kill the children copying now."""
         self.halt.set()
         self.children.kill_all()
+
+
+def _run_packed(copier: Copier, jobs: Sequence[CopyJob]) -> list[CopyResult | None]:
+    """In the child: the batch's results, None for each file copied exactly as the job expected it (nearly
+    all of them). A result that crosses the pipe costs the agent 5 microseconds to load, a None nothing."""
+    return [None if result == _copied(job) else result for job, result in zip(jobs, copier.run(jobs), strict=True)]
+
+
+def _copied(job: CopyJob) -> CopyResult:
+    return CopyResult(job.path, Outcome.COPIED, stat=job.expect, bytes=job.expect.size)

@@ -91,7 +91,7 @@ class Ledger:
             if rel in settler and rel not in self.inflight:
                 self._drop(rel)
             return
-        old, watch = settler.note(rel, sig, at, since=since)
+        old, watch = settler.note(rel, sig, at, since=since, schedule=False)
         if old is None or old.sig is None:
             self.on_fact(FileChanged(rel, at))
         if rel in self.ready:
@@ -100,6 +100,8 @@ class Ledger:
             self._unready(rel)
         if at - watch.since >= self.settle and rel not in self.inflight and rel not in self.moving:
             self._enqueue(rel, sig)
+        elif watch is not old:
+            settler.schedule(rel, watch.since + self.settle)
 
     def observe_gone_under(self, folder: str, at: float, seen: Iterable[str] = ()) -> None:
         """`folder` went away (or was replaced): each file under it not in `seen` is absent, whether synced,
@@ -204,9 +206,11 @@ class Ledger:
         return batch
 
     def release(self, jobs: Iterable[CopyJob]) -> None:
-        """Jobs that never ran (the engine stopped): forget they were in flight."""
+        """Jobs that never ran (the engine stopped): forget they were in flight; `due()` hands them out again."""
         for job in jobs:
             self.inflight.discard(job.path)
+            if job.path in self.settler:
+                self.settler.schedule(job.path, 0.0)
             if job.move_from is not None:
                 self.moving.discard(job.move_from)
 

@@ -102,16 +102,19 @@ class Settler:
         return self.note(path, sig, now, since=since)[0] is None
 
     def note(
-        self, path: str, sig: FileStat | None, now: float, *, since: float | None = None
+        self, path: str, sig: FileStat | None, now: float, *, since: float | None = None, schedule: bool = True
     ) -> tuple[Watch | None, Watch]:
-        """`observe`, returning (the previous watch, the one now in force)."""
+        """`observe`, returning (the previous watch, the one now in force). With `schedule` False a new watch is
+        not handed out by `due()`: the caller acts on it now or schedules it (a first sync's 100,000 settled
+        files would otherwise each be popped from the heap again, to be skipped)."""
         old = self._watch.get(path)
         if old is not None and same_content_sig(old.sig, sig):
             return old, old
         start = held_since(sig, now) if since is None else min(since, held_since(sig, now))
         watch = Watch(sig, start, now if old is None else old.first_seen)
         self._watch[path] = watch
-        self.schedule(path, start + self.settle)
+        if schedule:
+            self.schedule(path, start + self.settle)
         return old, watch
 
     def is_settled(self, path: str, now: float) -> bool:

@@ -69,6 +69,35 @@ def test_a_big_batch_is_copied_by_a_child_with_the_results_a_copy_here_gives(
     assert temps(mnt) == []
 
 
+def test_a_child_s_answer_carries_every_result_that_is_not_a_plain_copy(
+    src: Path, mnt: Path, tmp_path: Path, forked: list[int]
+) -> None:
+    """The child sends only what differs from "copied as the job expected" (copyfork `_run_packed`): a marker's
+    first line, a file changed or gone since the job was made, one adopted from the mount all come back as a
+    copy here reports them."""
+    jobs = drop(src, FORK_AT + 4)
+    (src / "d0" / "_SUCCESS").write_text("run-7\n")
+    jobs.append(CopyJob("d0/_SUCCESS", to_filestat((src / "d0" / "_SUCCESS").stat())))
+    (src / jobs[1].path).write_text("longer now\n" * 9)
+    (src / jobs[2].path).unlink()
+    here = tmp_path / "here"
+    for mount in (mnt, here):
+        (mount / "d0").mkdir(parents=True)
+        (mount / jobs[3].path).write_bytes((src / jobs[3].path).read_bytes())
+        os.utime(mount / jobs[3].path, ns=(jobs[3].expect.atime_ns, jobs[3].expect.mtime_ns))
+    forked_results = CopyForks(threading.Event()).run(Copier(str(src), str(mnt), marker_names={"_SUCCESS"}), jobs)
+    assert len(forked) == 1 and forked_results is not None
+    local = Copier(str(src), str(here), marker_names={"_SUCCESS"}).run(jobs)
+
+    def seen(results: list[CopyResult]) -> list[tuple[object, ...]]:  # the first copy's read moved the atimes
+        return [(r.path, r.outcome, r.stat and r.stat.key, r.bytes, r.error, r.first_line) for r in results]
+
+    assert seen(forked_results) == seen(local)
+    outcomes = {r.path: r.outcome for r in local}
+    assert outcomes[jobs[1].path] is Outcome.CHANGED and outcomes[jobs[2].path] is Outcome.VANISHED
+    assert outcomes[jobs[3].path] is Outcome.ADOPTED and local[-1].first_line == "run-7"
+
+
 def test_small_batches_hooks_and_armed_failpoints_copy_here(src: Path, mnt: Path, forked: list[int]) -> None:
     """Forking costs more than a few files' copy; a hook acts inside this process; failpoints count their hits
     across the agent's copies, which a child's hits would not add to."""

@@ -49,6 +49,22 @@ def test_fresh_file_waits_and_is_due_later() -> None:
     assert list(book.ready) == ["a"]
 
 
+def test_a_file_queued_at_once_is_not_handed_out_again() -> None:
+    """A settled file goes straight to the ready queue and leaves nothing for `due()` to pop (a first sync's
+    100,000 files each cost a heap pop before); one still settling is scheduled, and a job that never ran
+    (the engine stopped) comes due again."""
+    book, _ = ledger(settle=1.0)
+    for i in range(100):
+        book.observe(f"old{i}", fs(1, 100.0, ino=i + 10), 200.0)
+    book.observe("young", fs(1, 200.0, ino=5), 200.0)
+    assert len(book.ready) == 100
+    assert len(book.settler._heap) == 1  # the heap entries are the point
+    assert book.due(201.0) == ["young"]
+    jobs = book.take_batch(1, 10, 1 << 20)
+    book.release(jobs)
+    assert sorted(book.due(201.0)) == sorted(j.path for j in jobs)
+
+
 def test_unchanged_file_is_not_tracked() -> None:
     """A file equal to its row needs nothing and emits nothing."""
     f = fs(5, 100.0)
