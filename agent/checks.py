@@ -6,8 +6,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from agent.api.settings import in_domino_section
 from agent.config import Config
-from agent.errors import AgentError, NotFoundError
+from agent.errors import AgentError, ConfigError, NotFoundError
 
 CheckResult = tuple[str, bool, str]
 
@@ -46,6 +47,8 @@ async def run_checks(config: Config) -> list[CheckResult]:
                 try:
                     dialect = await client.dialect()
                     results.append(("api", True, f"{endpoint.url} answers ({dialect.value} dialect)"))
+                except ConfigError as exc:  # a token file or CA bundle the client cannot use: the config is bad
+                    raise in_domino_section(exc) from None
                 except AgentError as exc:
                     results.append(("api", False, str(exc)))
                     return results
@@ -73,10 +76,14 @@ async def run_checks(config: Config) -> list[CheckResult]:
                     results.append(("mount", False, str(exc)))
                 else:
                     if creating and not mount.exists():  # an existing dataset's mount must be there now
-                        results.append(("mount", True, f"{mount} will be created with the dataset"))
+                        results.append(
+                            ("mount", True, f"{mount} does not exist yet; it appears when the new dataset is mounted")
+                        )
                     else:
                         ok, detail = _writable_folder(mount)
                         results.append(("mount", ok, detail))
+    except ConfigError as exc:
+        raise in_domino_section(exc) from None
     except AgentError as exc:
         results.append(("api", False, str(exc)))
     state = config.state_dir

@@ -6,6 +6,8 @@ default. Any error becomes one `ConfigError` line naming the key, the value and 
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import json
 import math
 import os
@@ -28,8 +30,9 @@ from pydantic import (
 
 from agent import defaults
 from agent.api.models import Dialect, Role
-from agent.errors import MISSING, ConfigError
+from agent.errors import MISSING, NOT_SHOWN, ConfigError
 from agent.units import DURATION_EXPECTED, SIZE_EXPECTED, parse_duration, parse_size
+from agent.urls import URL_EXPECTED, url_problem
 
 DURATION_EXPECTED_IN_CONFIG = f"{DURATION_EXPECTED} (a bare number is seconds)"
 _BARE_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
@@ -74,7 +77,20 @@ def _share(value: Any) -> float:
     return number
 
 
+def _above_zero(value: float) -> float:
+    if value <= 0:
+        raise ValueError("a duration above zero such as 500ms or 2s")
+    return value
+
+
+def _rescan_period(value: float) -> float:
+    if value < 0.1:
+        raise ValueError("a duration of 100ms or more (each rescan walks the whole source)")
+    return value
+
+
 Duration = Annotated[float, BeforeValidator(_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(_duration), AfterValidator(_above_zero)]
 Size = Annotated[int, BeforeValidator(_size)]
 Share = Annotated[float, BeforeValidator(_share)]
 UserPath = Annotated[Path, AfterValidator(Path.expanduser)]  # `~` is the home folder, as in a shell
@@ -90,9 +106,16 @@ class SourceConfig(_Model):
     ignore: tuple[str, ...] = defaults.IGNORE
     delete: Literal["mirror", "keep"] = "mirror"
     max_delete: Share = 0.5
-    rescan: Duration = 600.0
+    rescan: Annotated[float, BeforeValidator(_duration), AfterValidator(_rescan_period)] = 600.0
     copy_workers: int = Field(default=4, ge=1, le=64)
     create: bool = False  # create source.path at start when it is missing (demos; off where the source is a mount)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("the folder to watch, such as /data/outbox")
+        return value
 
 
 class GrantConfig(_Model):
@@ -138,15 +161,15 @@ class EmulatorConfig(_Model):
 
 class DominoConfig(_Model):
     url: str | None = None  # None: DOMINO_API_HOST, else "embedded"
-    api_key: str | None = Field(default=None, repr=False)
+    api_key: str | None = Field(default=None, repr=False, min_length=1)
     token_file: UserPath | None = None
     api_proxy: str | None = None
     dialect: Literal["auto", "seed", "domino"] = "auto"
     ca_bundle: UserPath | None = None
-    requests_per_second: float = Field(default=10.0, gt=0)
+    requests_per_second: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     burst: int = Field(default=10, ge=1)
     max_concurrency: int = Field(default=4, ge=1, le=256)
-    timeout: Duration = 30.0
+    timeout: PositiveDuration = 30.0
     emulator: EmulatorConfig = EmulatorConfig()
 
     @field_validator("url")
@@ -154,9 +177,23 @@ class DominoConfig(_Model):
     def _url(cls, value: str | None) -> str | None:
         if value is None or value == "embedded":
             return value
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("'embedded' or an http:// or https:// URL")
+        if url_problem(value) is not None:
+            raise ValueError(f"'embedded' or {URL_EXPECTED}")
         return value.rstrip("/")
+
+    @field_validator("token_file", "ca_bundle")
+    @classmethod
+    def _a_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("an existing file (a token file, a PEM bundle of CA certificates)")
+        return value
+
+    @field_validator("api_proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is not None and url_problem(value) is not None:
+            raise ValueError(f"the API proxy's address: {URL_EXPECTED}")
+        return value
 
 
 class MarkerWhen(_Model):
@@ -171,7 +208,7 @@ class MarkerWhen(_Model):
 
 
 class QuietWhen(_Model):
-    quiet: Duration
+    quiet: PositiveDuration
 
 
 class FilesWhen(_Model):
@@ -179,11 +216,11 @@ class FilesWhen(_Model):
 
 
 class BytesWhen(_Model):
-    bytes: Size
+    bytes: Annotated[Size, Field(ge=1)]
 
 
 class EveryWhen(_Model):
-    every: Duration
+    every: PositiveDuration
     always: bool = False
 
 
@@ -263,8 +300,8 @@ class ServerConfig(_Model):
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("HOST:PORT such as 127.0.0.1:9464")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535 or not _listen_host(host):
+            raise ValueError("HOST:PORT such as 127.0.0.1:9464, 0.0.0.0:9464 or [::1]:9464")
         return value
 
     @property
@@ -274,6 +311,21 @@ class ServerConfig(_Model):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+def _listen_host(host: str) -> bool:
+    """An IPv4 address, a bracketed IPv6 one, or a host name (not `999.1.1.1`: all digits and dots is an address)."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        version = 6
+    elif all(c.isdigit() or c == "." for c in host):
+        version = 4
+    else:
+        return re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host) is not None
+    try:
+        return ipaddress.ip_address(host).version == version
+    except ValueError:
+        return False
 
 
 class LogConfig(_Model):
@@ -391,7 +443,10 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("--config", str(path), f"a readable UTF-8 file ({exc.__class__.__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKey as exc:
+        lines = f"line {exc.first}" if exc.first == exc.again else f"lines {exc.first} and {exc.again}"
+        raise ConfigError(exc.key, NOT_SHOWN, f"given twice ({lines}): YAML would keep only the last") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -399,20 +454,41 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     return parse_config(data, env)
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: int, again: int) -> None:
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (where plain YAML keeps the last one, and a
+    second `source:` section would silently replace the first). Keys merged in with `<<` may be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key_node.start_mark.line + 1
+            if (key_node.tag, key_node.value) in seen:
+                raise _DuplicateKey(key_node.value, seen[key_node.tag, key_node.value], line)
+            seen[key_node.tag, key_node.value] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _first_error(exc: ValidationError, data: Any) -> ConfigError:
-    error = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # a misspelt required key is both missing and unknown: the unknown one says what to fix
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [part for part in error["loc"] if not _is_union_tag(part)]
     key = _dotted(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
-        return ConfigError(key, _lookup(data, loc), "no such key (check the spelling)")
+        return ConfigError(key, NOT_SHOWN, f"no such key ({_spelling_hint(loc)})")
     if kind == "missing":
         return ConfigError(key, MISSING, "a value (this key is required)")
-    message = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
+    message = _expected(error)
     value = error.get("input", _lookup(data, loc))
-    if any(isinstance(part, str) and part in _SECRET_KEYS for part in loc):
+    if loc and isinstance(loc[-1], str) and _SECRET_KEY.search(loc[-1]):
         value = "(hidden)"
     if kind in ("tuple_type", "list_type"):
         example = f" (e.g. {json.dumps([value], ensure_ascii=False)})" if isinstance(value, str) else ""
@@ -422,7 +498,72 @@ def _first_error(exc: ValidationError, data: Any) -> ConfigError:
     return ConfigError(key or "(top level)", value, message)
 
 
-_SECRET_KEYS = frozenset({"api_key"})
+_SECRET_KEY = re.compile(r"(^|_)(key|password|secret|token)$", re.IGNORECASE)
+"""Keys whose value an error never shows (`api_key`; not `token_file`, a path)."""
+
+_PLAIN: Mapping[str, str] = {
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "path_type": "a path",
+    "dict_type": "a mapping of keys to values",
+    "model_type": "a mapping of keys to values",
+    "model_attributes_type": "a mapping of keys to values",
+}
+
+
+def _expected(error: Any) -> str:
+    """What a pydantic error says was expected, in this module's words (`a whole number`, not `Input should be a
+    valid integer, unable to parse string as an integer`)."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in _PLAIN:
+        return _PLAIN[kind]
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound = next(iter(ctx.values()), None)
+        sign = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        return f"a number {sign} {bound}"
+    if kind == "string_too_short":
+        return "a non-empty string" if ctx.get("min_length") == 1 else f"at least {ctx.get('min_length')} characters"
+    if kind == "string_too_long":
+        return f"at most {ctx.get('max_length')} characters"
+    if kind == "string_pattern_mismatch":
+        return "letters, digits, '_', '.' and '-' only"
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, ", "Input should be "):
+        message = message.removeprefix(prefix)
+    return message
+
+
+def _spelling_hint(loc: list[Any]) -> str:
+    """`check the spelling`, with the nearest key the config knows at that place when one is close."""
+    known = _known_keys(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1) if loc else []
+    return f"check the spelling: did you mean {close[0]}?" if close else "check the spelling"
+
+
+def _known_keys(loc: list[Any]) -> list[str]:
+    """The keys the model at `loc` (a path into Config) takes; none when the path leads nowhere known."""
+    models: list[type[BaseModel]] = [Config]
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a tuple field: its models were found with the field
+        fields = [model.model_fields[part] for model in models if part in model.model_fields]
+        models = [found for field in fields for found in _models_in(field.annotation)]
+    return list(dict.fromkeys(key for model in models for key in model.model_fields))
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a field holds: itself, the items of a tuple of them, an optional one, the members of
+    a union (a rule's `when`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in getattr(annotation, "__args__", ()) for model in _models_in(arg)]
 
 
 def _is_union_tag(part: Any) -> bool:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.urls import hide_url_password
+
 
 class AgentError(Exception):
     """Base of every error domino-sync raises on purpose."""
@@ -37,12 +39,23 @@ class ConfigError(AgentError):
         self.key = key
         self.value = value
         self.expected = expected
-        shown = "(missing)" if value is _MISSING else repr(value)
+        if value is _NOT_SHOWN:
+            super().__init__(f"config: {key}: {expected}")
+            return
+        shown = "(missing)" if value is _MISSING else hide_url_password(repr(value))
         super().__init__(f"config: {key}: got {shown}, expected {expected}")
+
+    def under(self, section: str) -> ConfigError:
+        """The same error with its key inside `section` (`timeout` checked by the client is `domino.timeout`)."""
+        return ConfigError(f"{section}.{self.key}", self.value, self.expected)
 
 
 _MISSING: Any = object()
 MISSING = _MISSING
+_NOT_SHOWN: Any = object()
+NOT_SHOWN = _NOT_SHOWN
+"""A value an error does not show, and `expected` says it all: an unknown key's (a misspelt `api_kye` holds a
+secret), a key given twice."""
 
 
 class ApiError(AgentError):

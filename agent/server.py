@@ -66,6 +66,8 @@ def build_app(agent: AgentView) -> web.Application:
     @routes.post("/snapshot")
     async def snapshot(request: web.Request) -> web.Response:
         body = await _json_body(request)
+        if unknown := sorted(set(body) - {"tags", "tag"}):
+            return _error(400, f"unknown field {unknown[0]!r}: the body takes tags (a list) or tag")
         tags = body.get("tags", [])
         if isinstance(body.get("tag"), str):
             tags = [*tags, body["tag"]] if isinstance(tags, list) else tags
@@ -84,6 +86,8 @@ def build_app(agent: AgentView) -> web.Application:
     @routes.post("/dead-letters/retry")
     async def retry(request: web.Request) -> web.Response:
         body = await _json_body(request)
+        if unknown := sorted(set(body) - {"id"}):
+            return _error(400, f"unknown field {unknown[0]!r}: the body takes id (optional)")
         job_id = body.get("id")
         if job_id is not None and (not isinstance(job_id, int) or isinstance(job_id, bool)):
             return _error(400, "id must be an integer")

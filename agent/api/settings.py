@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from agent.errors import MISSING, ConfigError
 from agent.logs import register_secret
+from agent.urls import url_problem
 
 if TYPE_CHECKING:
     from agent.config import DominoConfig
@@ -84,6 +85,13 @@ class ClientSettings:
     def from_config(cls, domino: DominoConfig, url: str) -> ClientSettings:
         """Settings from the config's `domino:` section (already merged with the environment) and a resolved
         URL (the config's may be `embedded`, which the caller turns into the emulator's address)."""
+        try:
+            return cls._from_config(domino, url)
+        except ConfigError as exc:
+            raise in_domino_section(exc) from None
+
+    @classmethod
+    def _from_config(cls, domino: DominoConfig, url: str) -> ClientSettings:
         return cls(
             url=url,
             api_key=domino.api_key,
@@ -120,20 +128,22 @@ class ClientSettings:
         return replace(self, **changes)
 
 
+def in_domino_section(exc: ConfigError) -> ConfigError:
+    """A ConfigError about a client setting, named as the config file names it (`timeout` is `domino.timeout`,
+    the `token_file` a request could not read is `domino.token_file`); any other as it is."""
+    return exc.under("domino") if exc.key in _FIELDS else exc
+
+
 def _check_url(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise ConfigError(key, value, "an http:// or https:// URL")
-    try:  # urllib, not yarl: checking the config must not import the HTTP stack (api/lazy.py)
-        parts = urlsplit(value)
-        _ = parts.port  # ValueError when the port is not a number from 0 to 65535
-        host = None if any(c == "\\" or c.isspace() for c in parts.netloc) else parts.hostname
-    except ValueError:
-        host = None
-    if not host:
-        raise ConfigError(key, value, "an http:// or https:// URL with a host")
-    return value.rstrip("/")
+    problem = url_problem(value)
+    if problem is not None:
+        raise ConfigError(key, value, problem)
+    return str(value).rstrip("/")
 
 
 def _positive(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigError(key, value, "a number > 0")
+
+
+_FIELDS = frozenset(f.name for f in fields(ClientSettings))

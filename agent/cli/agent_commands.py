@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,14 @@ def run(ctx: click.Context, config_path: Path) -> None:
 @click.command()
 @CONFIG_OPTION
 @click.option("--dry-run", is_flag=True, help="Print what would be copied, deleted and snapshotted; change nothing.")
-@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds to wait for the queue to drain.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=1e9),
+    default=600.0,
+    show_default=True,
+    callback=lambda _ctx, _param, value: _a_number(value),
+    help="Seconds to wait for the queue to drain.",
+)
 @click.pass_context
 def once(ctx: click.Context, config_path: Path, dry_run: bool, timeout: float) -> None:
     """Sync everything pending, apply the rules, drain the queue, then exit.
@@ -98,7 +106,7 @@ def check(ctx: click.Context, config_path: Path) -> None:
 
     Exit 0 when all is well, 1 with the reason when something is unreachable, 2 for an invalid config.
     """
-    config = _load(ctx, config_path)
+    config = _load(ctx, config_path, quiet_default=True)  # a report: the agent's info lines would cut into it
     from agent.checks import run_checks
 
     results = anyio.run(run_checks, config)
@@ -109,10 +117,18 @@ def check(ctx: click.Context, config_path: Path) -> None:
     sys.exit(1 if failed else 0)
 
 
+def _a_number(value: float) -> float:
+    if math.isnan(value):  # FloatRange lets NaN through: every comparison with it is false
+        raise click.BadParameter("a number of seconds, not nan")
+    return value
+
+
 def _agent_url(config: Config) -> str:
     host = config.server.host
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a listen address, read to reach the agent locally
         host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address, as a URL writes it
     return f"http://{host}:{config.server.port}"
 
 

@@ -10,6 +10,7 @@ Results are JSON on stdout; errors are one line on stderr (exit 1; 2 for usage e
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -26,6 +27,7 @@ from agent.cli.api_options import (
     dataset_options,
     valid_role,
     valid_tag,
+    valid_tags,
 )
 from agent.cli.output import emit
 
@@ -139,14 +141,18 @@ def snapshots_list(conn: Connection, ref: DatasetRef, limit: int | None, offset:
 
 
 @snapshots.command("create")
-@click.option("--tag", callback=valid_tag, help="Tag the new snapshot.")
+@click.option("--tag", "tags", multiple=True, callback=valid_tags, help="Tag the new snapshot (repeatable).")
 @api_options
 @dataset_options(positional=True)
-def snapshots_create(conn: Connection, ref: DatasetRef, tag: str | None) -> None:
-    """Snapshot a dataset as it is now, optionally tagged."""
+def snapshots_create(conn: Connection, ref: DatasetRef, tags: tuple[str, ...]) -> None:
+    """Snapshot a dataset as it is now, optionally tagged (the first tag in the create call, the others after)."""
 
     async def work(client: DatasetsClient) -> Snapshot:
-        return await client.create_snapshot(await ref.resolve(client), tag)
+        dataset_id = await ref.resolve(client)
+        snapshot = await client.create_snapshot(dataset_id, tags[0] if tags else None)
+        for tag in tags[1:]:
+            await client.add_tag(dataset_id, snapshot.id, tag)
+        return replace(snapshot, tags=tuple(dict.fromkeys([*snapshot.tags, *tags]))) if tags[1:] else snapshot
 
     emit(conn.run(work), conn.output)
 
@@ -230,13 +236,22 @@ def grants_list(conn: Connection, ref: DatasetRef) -> None:
     emit(conn.run(work), conn.output)
 
 
+PRINCIPAL_TYPE_OPTION = click.option(
+    "--principal-type",
+    type=PRINCIPAL_TYPES,
+    default="user",
+    show_default=True,
+    help="Whether PRINCIPAL is a user or an organization.",
+)
+
+
 @grants.command("add")
 @click.argument("principal")
 @click.option(
     "--role", required=True, callback=valid_role, metavar="read|write|admin",
     help="read, write or admin (DatasetRwReader/Editor/Owner are accepted too).",
 )  # fmt: skip
-@click.option("--principal-type", type=PRINCIPAL_TYPES, default="user", show_default=True)
+@PRINCIPAL_TYPE_OPTION
 @api_options
 @dataset_options(positional=False)
 def grants_add(conn: Connection, ref: DatasetRef, principal: str, role: Role, principal_type: str) -> None:
@@ -252,7 +267,7 @@ def grants_add(conn: Connection, ref: DatasetRef, principal: str, role: Role, pr
 
 @grants.command("remove")
 @click.argument("principal")
-@click.option("--principal-type", type=PRINCIPAL_TYPES, default="user", show_default=True)
+@PRINCIPAL_TYPE_OPTION
 @api_options
 @dataset_options(positional=False)
 def grants_remove(conn: Connection, ref: DatasetRef, principal: str, principal_type: str) -> None:

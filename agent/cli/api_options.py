@@ -169,6 +169,12 @@ def valid_tag(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return value
 
 
+def valid_tags(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        valid_tag(ctx, param, value)
+    return tuple(dict.fromkeys(values))
+
+
 def valid_role(ctx: click.Context, param: click.Parameter, value: str) -> Role:
     try:
         return Role.parse(value)

@@ -50,21 +50,29 @@ def _deleted(sync: dict[str, Any]) -> str:
     return f"{done}; {refused} refused (more than source.max_delete at once: raise it, or delete by hand)"
 
 
+def _depth(queue: dict[str, Any]) -> str:
+    """The queue's depth, and what its first waiting snapshot waits for."""
+    depth = str(queue.get("depth", 0))
+    why = next((job["waiting_for"] for job in queue.get("jobs") or () if job.get("waiting_for")), None)
+    return f"{depth} (waiting for {why})" if why else depth
+
+
 def overview_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     """The overview as (what, value) pairs, in the order they are shown."""
     sync = data.get("sync") or {}
     queue = data.get("queue") or {}
     dataset = data.get("dataset") or {}
+    known = dataset.get("id") or dataset.get("name")
     return [
         ("ready", ("yes" if data.get("ready") else "no") + (f" ({data['reason']})" if data.get("reason") else "")),
-        ("dataset", f"{dataset.get('name', '-')} ({dataset.get('id', '-')})"),
-        ("source", str(data.get("source", "-"))),
-        ("mount", str(data.get("mount", "-"))),
+        ("dataset", f"{dataset.get('name') or '-'} ({dataset.get('id') or '-'})" if known else "- (not known yet)"),
+        ("source", str(data.get("source") or "-")),
+        ("mount", str(data.get("mount") or "- (not known yet)")),
         ("last scan", _when(sync.get("last_scan_at"))),
         ("pending files", str(sync.get("pending", 0))),
         ("copied", f"{sync.get('copies', 0)} files, {sync.get('bytes', 0)} bytes"),
         ("deleted", _deleted(sync)),
-        ("queue depth", str(queue.get("depth", 0))),
+        ("queue depth", _depth(queue)),
         ("last snapshot", _snapshot(queue.get("last_snapshot"))),
         ("last error", str(data.get("last_error") or sync.get("last_error") or "-")),
     ]

@@ -54,6 +54,9 @@ def error_middleware(dialect: Dialect) -> Middleware:
             }
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
             return error_response(dialect, exc.status, messages.get(exc.status, exc.reason), request_id, headers)
+        except web.RequestPayloadError:  # a body that does not decode as its Content-Encoding says (gzip that is not)
+            message = "the request body could not be read (a Content-Encoding it does not have?)"
+            return error_response(dialect, 400, message, request_id)
         except (MountError, StateError) as exc:
             _log().error("emulator.failed", method=request.method, path=request.path, request_id=request_id, error=exc)
             return error_response(dialect, 500, f"emulator failure: {exc}", request_id)

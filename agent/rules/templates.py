@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.api.names import safe_tag
+from agent.api.names import SNAPSHOT_ID_PREFIX, safe_tag
 
 PLACEHOLDERS = ("rule", "seq", "date", "time", "marker")
 
@@ -50,6 +50,12 @@ def check_template(template: str) -> None:
         template.format_map(_SAMPLE)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"tag template {template!r}: bad format: {exc}") from None
+    literal = parts[0][0] if parts else ""
+    if literal.startswith(SNAPSHOT_ID_PREFIX):
+        raise ValueError(
+            f"tag template {template!r}: a tag may not start with {SNAPSHOT_ID_PREFIX!r} (it would shadow a snapshot"
+            " id); try snap-{seq}"
+        )
 
 
 def render_tag(template: str, *, rule: str, seq: int, now: float, marker: str | None) -> str:

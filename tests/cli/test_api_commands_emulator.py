@@ -44,6 +44,10 @@ def test_every_command_against_the_emulator(emu: Any, run_cli: Run) -> None:
 
     first = ok("snapshots", "create", "--name", "cli-data", "--project", "project-1", "--tag", "v1")
     assert first["tags"] == ["v1"]
+    both = ok("snapshots", "create", ds, "--tag", "a", "--tag", "b")  # every tag, not the last one only
+    assert both["tags"] == ["a", "b"] and ok("snapshots", "get", both["id"])["tags"] == ["a", "b"]
+    ok("tags", "remove", "a", "--dataset", ds)
+    ok("tags", "remove", "b", "--dataset", ds)
     second = ok("snapshots", "create", ds)
     assert ok("tags", "add", "latest", "--snapshot", second["id"]) == {
         "dataset_id": ds,
@@ -52,7 +56,8 @@ def test_every_command_against_the_emulator(emu: Any, run_cli: Run) -> None:
     }
     assert ok("snapshots", "get", second["id"])["tags"] == ["latest"]
     ok("tags", "remove", "v1", "--dataset", ds)
-    assert {s["id"]: s["tags"] for s in ok("snapshots", "list", ds)} == {first["id"]: [], second["id"]: ["latest"]}
+    listed = {s["id"]: s["tags"] for s in ok("snapshots", "list", ds)}
+    assert listed == {first["id"]: [], both["id"]: [], second["id"]: ["latest"]}
 
     ok("grants", "add", "bob", "--role", "write", "--dataset", ds)
     assert {g["principal_id"]: g["role"] for g in ok("grants", "list", ds)} == {"alice": "admin", "bob": "write"}

@@ -71,15 +71,16 @@ def test_dead_letters_table_with_the_retry_command() -> None:
 
 
 def test_no_dead_letters_no_table_and_missing_fields_show_a_dash() -> None:
-    """Without dead letters there is no second table, and fields the agent did not send read '-' or 0."""
-    text = _render({"ready": False})
+    """Without dead letters there is no second table, and fields the agent did not send read '-' or 0 (a dataset
+    and mount not known yet, while the agent starts, say so rather than `None`)."""
+    text = _render({"ready": False, "mount": None, "dataset": {"name": None, "id": None}})
     assert "dead letters" not in text
     assert text.splitlines() == [
         "domino-sync",
         "ready          no",
-        "dataset        - (-)",
+        "dataset        - (not known yet)",
         "source         -",
-        "mount          -",
+        "mount          - (not known yet)",
         "last scan      -",
         "pending files  0",
         "copied         0 files, 0 bytes",

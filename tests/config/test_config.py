@@ -60,7 +60,7 @@ def test_environment_fills_domino_settings_the_file_leaves_out() -> None:
         (with_(dataset={}), "dataset", "dataset.id"),
         (with_(dataset__grants=[{"principal": "bob", "role": "god"}]), "dataset.grants[0].role", "read"),
         (with_(domino__url="ftp://x"), "domino.url", "http"),
-        (with_(domino__burst=0), "domino.burst", "greater than or equal"),
+        (with_(domino__burst=0), "domino.burst", "a number >= 1"),
         (with_(domino__requests_per_second="fast"), "domino.requests_per_second", "number"),
         (with_(server__listen="9464"), "server.listen", "HOST:PORT"),
         (with_(shutdown_timeout="soon"), "shutdown_timeout", "duration"),
@@ -69,8 +69,11 @@ def test_environment_fills_domino_settings_the_file_leaves_out() -> None:
         (with_(rules=[{"name": "a", "when": {"quiet": "1s", "files": 3}}]), "rules[0].when", "one trigger"),
         (with_(rules=[{"name": "a", "when": {"bytes": "lots"}}]), "rules[0].when.bytes", "size"),
         (with_(rules=[{"name": "a", "when": {"marker": "a/b"}}]), "rules[0].when.marker", "without '/'"),
-        (with_(rules=[{"name": "a b", "when": {"files": 1}}]), "rules[0].name", "pattern"),
-        (with_(rules=[{"name": "a", "when": {"files": 0}}]), "rules[0].when.files", "greater than"),
+        (with_(rules=[{"name": "a b", "when": {"files": 1}}]), "rules[0].name", "letters, digits"),
+        (with_(rules=[{"name": "a", "when": {"files": 0}}]), "rules[0].when.files", "a number >= 1"),
+        (with_(rules=[{"name": "a", "whn": {"files": 1}}]), "rules[0].whn", "did you mean when?"),
+        (with_(source__copy_workers="many"), "source.copy_workers", "a whole number"),
+        (with_(source__create="maybe"), "source.create", "true or false"),
         (with_(rules=[{"name": "a", "when": {"files": 1}, "tagz": []}]), "rules[0].tagz", "no such key"),
         (with_(log={"level": "loud"}), "log.level", "debug"),
     ],
@@ -81,9 +84,10 @@ def test_bad_values_name_the_key(doc: dict[str, Any], key: str, shown: str) -> N
         parse_config(doc, env={})
     assert info.value.key == key
     message = str(info.value)
-    assert message.startswith(f"config: {key}: got ")
+    assert message.startswith(f"config: {key}: ")
     assert shown in message
     assert "\n" not in message
+    assert "Input should" not in message  # pydantic's words are put in this module's
 
 
 def test_a_bad_api_key_value_is_never_shown() -> None:
@@ -204,10 +208,11 @@ def test_a_bad_duration_says_a_bare_number_is_seconds(value: Any) -> None:
 
 
 @pytest.mark.parametrize("named", ["api_key", "token_file", "api_proxy"])
-def test_a_credential_in_the_file_takes_none_from_the_environment(named: str) -> None:
+def test_a_credential_in_the_file_takes_none_from_the_environment(named: str, tmp_path: Path) -> None:
     """A key, token file or proxy named in the config wins over all three of the environment (a Domino workspace
     always sets DOMINO_API_PROXY); the address still comes from DOMINO_API_HOST."""
-    value = {"api_key": "k-file", "token_file": "/run/token", "api_proxy": "http://proxy.local"}[named]
+    (tmp_path / "token").write_text("t-file")
+    value = {"api_key": "k-file", "token_file": str(tmp_path / "token"), "api_proxy": "http://proxy.local"}[named]
     env = {
         "DOMINO_API_HOST": "https://d.example",
         "DOMINO_USER_API_KEY": "k-env",

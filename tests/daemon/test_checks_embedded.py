@@ -24,7 +24,7 @@ async def test_a_missing_mount_of_an_existing_dataset_fails_the_check(tmp_path: 
     config = _config(tmp_path)
     before = {name: (ok, detail) for name, ok, detail in await run_checks(config)}
     assert before["dataset"][0] and "will be created" in before["dataset"][1]
-    assert before["mount"][0] and "will be created with the dataset" in before["mount"][1]
+    assert before["mount"][0] and "appears when the new dataset is mounted" in before["mount"][1]
     from agent.daemon import Agent
 
     code, _ = await Agent(config).once(drain_timeout=10)  # creates the dataset and its folder

@@ -175,3 +175,19 @@ async def test_check_accepts_a_missing_source_the_agent_will_create(emulator: An
     path = _write_config(emulator, tmp_path, source={"path": str(missing)})
     failed = await _cli("check", "--config", str(path))
     assert failed.returncode == 1 and "FAIL source" in failed.stdout.decode()
+
+
+def test_status_snapshot_and_retry_reach_an_agent_listening_on_ipv6(tmp_path: Path) -> None:
+    """`server.listen: "[::1]:PORT"` is reached as http://[::1]:PORT (an unbracketed IPv6 host is no URL), and
+    a wildcard listen address is reached on the loopback."""
+    from agent.cli.agent_commands import _agent_url
+    from agent.config import parse_config
+
+    def url(listen: str) -> str:
+        doc = {"source": {"path": str(tmp_path)}, "dataset": {"name": "d"}, "server": {"listen": listen}}
+        return _agent_url(parse_config(doc, env={}))
+
+    assert url("[::1]:9464") == "http://[::1]:9464"
+    assert url("0.0.0.0:9464") == "http://127.0.0.1:9464"
+    assert url("[::]:9464") == "http://127.0.0.1:9464"
+    assert url("localhost:9") == "http://localhost:9"

@@ -51,6 +51,29 @@ INVALID = {
     "yaml syntax": ("source: [path: x\n", "--config"),
     "not a mapping": ("- just\n- a list\n", "top level"),
     "bad log level": ("source: {path: x}\ndataset: {name: d}\nlog: {level: chatty}\n", "log.level"),
+    "zero timeout": ("source: {path: x}\ndataset: {name: d}\ndomino: {timeout: 0}\n", "domino.timeout"),
+    "infinite rate": (
+        "source: {path: x}\ndataset: {name: d}\ndomino: {requests_per_second: .inf}\n",
+        "domino.requests_per_second",
+    ),
+    "proxy not a url": ("source: {path: x}\ndataset: {name: d}\ndomino: {api_proxy: nowhere}\n", "domino.api_proxy"),
+    "url without a host": ("source: {path: x}\ndataset: {name: d}\ndomino: {url: 'http://'}\n", "domino.url"),
+    "url with a bad port": (
+        "source: {path: x}\ndataset: {name: d}\ndomino: {url: 'http://127.0.0.1:99999'}\n",
+        "domino.url",
+    ),
+    "token file missing": (
+        "source: {path: x}\ndataset: {name: d}\ndomino: {url: 'http://127.0.0.1:9', token_file: /no/such/token}\n",
+        "domino.token_file",
+    ),
+    "empty api key": ("source: {path: x}\ndataset: {name: d}\ndomino: {api_key: ''}\n", "domino.api_key"),
+    "rule every zero": ("source: {path: x}\ndataset: {name: d}\nrules: [{name: r, when: {every: 0}}]\n", "every"),
+    "rule quiet zero": ("source: {path: x}\ndataset: {name: d}\nrules: [{name: r, when: {quiet: 0}}]\n", "quiet"),
+    "rule bytes zero": ("source: {path: x}\ndataset: {name: d}\nrules: [{name: r, when: {bytes: 0}}]\n", "bytes"),
+    "rescan zero": ("source: {path: x, rescan: 0}\ndataset: {name: d}\n", "source.rescan"),
+    "empty source path": ("source: {path: ''}\ndataset: {name: d}\n", "source.path"),
+    "listen on no address": ("source: {path: x}\ndataset: {name: d}\nserver: {listen: '999.1.1.1:9464'}\n", "listen"),
+    "a key given twice": ("source: {path: x}\ndataset: {name: d}\nsource: {path: y}\n", "source: given twice"),
 }
 
 
@@ -70,6 +93,29 @@ def test_invalid_config_is_one_line_and_exit_2(
     assert len(err.splitlines()) == 1, err
     assert key in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "domino: {api_kye: SECRET-4242}\n",  # misspelt: an unknown key's value is never shown
+        "domino: {url: 'http://user:SECRET-4242@127.0.0.1:99999'}\n",  # a malformed URL is quoted, its password not
+        "domino: {url: 'http://user:SECRET-4242@[::1'}\n",
+        "domino: {api_proxy: 'http://SECRET-4242@'}\n",
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "once", "check"])
+def test_a_config_error_never_shows_a_secret(
+    text: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("source: {path: x}\ndataset: {name: d}\n" + text)
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", str(path)])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "domino." in captured.err
+    assert "SECRET-4242" not in captured.err + captured.out
 
 
 def test_a_real_process_shows_no_traceback(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ async def test_snapshot_endpoint_validates_tags() -> None:
             assert (await resp.json())["job"] == 1
         async with http.post("/snapshot") as resp:
             assert resp.status == 202
-        for bad in ({"tags": "v1"}, {"tags": ["a/b"]}, {"tags": [""]}, [1, 2]):
+        for bad in ({"tags": "v1"}, {"tags": ["a/b"]}, {"tags": [""]}, [1, 2], {"tgas": ["v1"]}):
             async with http.post("/snapshot", json=bad) as resp:
                 assert resp.status == 400, bad
                 assert "error" in await resp.json()
@@ -94,6 +94,8 @@ async def test_dead_letter_retry_endpoint() -> None:
         async with http.post("/dead-letters/retry", json={"id": 7}) as resp:
             assert (await resp.json()) == {"requeued": 1}
         async with http.post("/dead-letters/retry", json={"id": "x"}) as resp:
+            assert resp.status == 400
+        async with http.post("/dead-letters/retry", json={"ids": [7]}) as resp:  # misspelt: not "requeue all"
             assert resp.status == 400
         async with http.post("/dead-letters/retry", json={"id": 404}) as resp:
             assert resp.status == 404

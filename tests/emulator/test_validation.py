@@ -25,6 +25,9 @@ NO_DS, NO_SNAP = "dataset-000000000000", "snapshot-000000000000"
 READ_GRANT = {"principalType": "user", "principalId": "bob", "permission": "read"}
 
 
+GZIP = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+
+
 def j(body: Any) -> dict[str, Any]:
     return {"json_body": body}
 
@@ -49,6 +52,8 @@ CASES: list[tuple[str, Dialect, str, str, dict[str, Any], int | set[int]]] = [
     ("body not utf-8", S, "POST", "/datasets", raw(b"\xff\xfe{}"), 400),
     ("body nested too deep", S, "POST", "/datasets", raw(b"[" * 100_000), 400),
     ("body too large", S, "POST", "/datasets", raw(b"{" + b" " * (2 << 20) + b"}"), 413),
+    ("body not the gzip it claims", S, "POST", "/datasets", {**raw(b"notgzip"), "headers": GZIP}, 400),
+    ("body not the gzip it claims (domino)", D, "POST", "/datasets", {**raw(b"notgzip"), "headers": GZIP}, 400),
     ("name missing", S, "POST", "/datasets", j({}), 400),
     ("name not a string", S, "POST", "/datasets", j({"name": 5}), 400),
     ("name null", S, "POST", "/datasets", j({"name": None}), 400),
@@ -135,6 +140,8 @@ WHY = {
     "body not utf-8": "UTF-8",
     "body nested too deep": "not valid JSON",
     "body too large": "too large",
+    "body not the gzip it claims": "could not be read",
+    "body not the gzip it claims (domino)": "could not be read",
     "name missing": "missing field 'name'",
     "name not a string": "name must be a string, got a number",
     "name null": "name must be a string, got null",

@@ -27,7 +27,7 @@ T = 1795611845.0
         ("drop-{marker}", "r", 1, T, "", "drop"),
         ("{marker}", "r", 1, T, None, "tag"),
         ("latest", "r", 9, T, "ignored", "latest"),
-        ("snapshot-{seq}", "r", 1, T, None, "s-snapshot-1"),
+        ("{marker}", "r", 1, T, "snapshot-7", "s-snapshot-7"),  # a marker's line must not shadow a snapshot id
         ("a..b/{rule}", "x y", 1, T, None, "a.b-x-y"),
         ("{{literal}}-{seq}", "r", 2, T, None, "literal-2"),
     ],
@@ -55,6 +55,7 @@ def test_render_tag(template: str, rule: str, seq: int, now: float, marker: str 
         ("{seq:{width}}", "nested"),
         ("", "empty"),
         ("   ", "empty"),
+        ("snapshot-{seq}", "may not start with 'snapshot-'"),  # it would shadow a snapshot id (not renamed in silence)
     ],
 )
 def test_check_template_refuses(template: str, fragment: str) -> None:
