@@ -23,10 +23,10 @@ import anyio
 
 from agent.api.lazy import LazyClient
 from agent.api.models import Dataset, Dialect
-from agent.api.settings import ClientSettings
+from agent.api.settings import ClientSettings, in_domino_section
 from agent.bootstrap import bootstrap, bootstrap_key, forget_known, load_known, save_known
 from agent.config import Config, MarkerWhen, check_mount_overlap
-from agent.errors import AgentError, ApiError, ConfigError
+from agent.errors import AgentError, ApiError, AuthenticationError, ConfigError
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualRequest, Tick
 from agent.logs import get_logger, redact, register_secret
 from agent.metrics import Metrics
@@ -197,6 +197,7 @@ class Agent:
                 client,
                 self.dataset.id,
                 covered=self.covered,
+                why_waiting=self.waiting_for,
                 clock=self.clock,
                 on_event=self._on_queue_event,
                 fence=self.engine.fence,
@@ -271,12 +272,16 @@ class Agent:
             except ApiError as exc:
                 self._note_error("bootstrap", exc)
                 self._bootstrap_problem = f"API: {exc}"
-                if not retry or not exc.retryable:
+                # a refused key or token heals (a token file rotated, a key fixed on the server): `run` waits for
+                # it, not ready meanwhile, instead of exiting into a restart loop
+                if not retry or not (exc.retryable or isinstance(exc, AuthenticationError)):
                     raise
-                attempt += 1
-                delay = min(BOOTSTRAP_RETRY_CAP, 0.5 * 2**attempt)
-                log.warning("agent.bootstrap_retry", error=str(exc), retry_in=delay)
-                await anyio.sleep(delay)
+            except ConfigError as exc:  # a token file or CA bundle the client cannot use
+                raise in_domino_section(exc) from None
+            attempt += 1
+            delay = min(BOOTSTRAP_RETRY_CAP, 0.5 * 2**attempt)
+            log.warning("agent.bootstrap_retry", error=redact(self._bootstrap_problem), retry_in=delay)
+            await anyio.sleep(delay)
 
     # ---------------------------------------------------------------- facts and rules
 
@@ -360,26 +365,39 @@ class Agent:
             self.engine.request_scan()
 
     def covered(self, request: SnapshotRequest) -> bool:
-        """True when no file under the request's scopes, changed before it was requested, is still pending, no
-        file that left the source before it still waits to leave the mount, and (daemon mode) a full scan started
-        after the request found nothing more to wait for."""
+        """True when the request may be sent now (`waiting_for` has nothing to say)."""
+        return self.waiting_for(request) is None
+
+    def waiting_for(self, request: SnapshotRequest) -> str | None:
+        """What the request waits for before it is sent (None: nothing): a file under its scopes, changed before
+        it was requested, still pending; a file that left the source before it still to leave the mount; any file
+        whose delete the rail refused (a snapshot is of the whole dataset: it would hold two runs' files); in
+        daemon mode, a full scan started after the request."""
         if self.engine is None:
-            return False
+            return "the agent to start"
         cutoff = request.requested_at
         if self._scan_wanted_at is not None:
             scanned = self.engine.status().get("last_scan_at")
             if scanned is None or scanned < self._scan_wanted_at:
-                return False
+                return "a full scan of the source"
             cutoff = max(cutoff, scanned + 0.001)
-        for path, first_seen in self.engine.pending().items():
-            if first_seen > cutoff:
-                continue
-            for scope in request.scopes:
-                if scope == "" or path == scope or path.startswith(scope + "/"):
-                    return False
-        # a snapshot is of the whole dataset: what left the source before the request leaves the mount first, in
-        # any folder (a producer that rotates drops yesterday's folder, then writes today's and its marker)
-        return all(first_seen > cutoff for first_seen in self.engine.pending_deletes().values())
+        waiting = [
+            path
+            for path, first_seen in self.engine.pending().items()
+            if first_seen <= cutoff
+            and any(scope == "" or path == scope or path.startswith(scope + "/") for scope in request.scopes)
+        ]
+        if waiting:
+            return _files(waiting, "not in the mount yet")
+        # what left the source before the request leaves the mount first, in any folder (a producer that rotates
+        # drops yesterday's folder, then writes today's and its marker)
+        leaving = [path for path, first_seen in self.engine.pending_deletes().items() if first_seen <= cutoff]
+        if leaving:
+            return _files(leaving, "to leave the mount (they left the source)")
+        refused = list(self.engine.refused_deletes())  # whenever they left: the mount is not the source's now
+        if refused:
+            return _files(refused, "left the source, but deleting them was refused (source.max_delete)")
+        return None
 
     def _on_queue_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "queue.snapshot_created":
@@ -462,6 +480,9 @@ class Agent:
         if not self.engine.ready:
             problem = self.engine.status().get("mount_problem")
             return False, f"mount: {problem}" if problem else "first scan not finished"
+        source = self.engine.status().get("source_problem")
+        if source:  # an unmounted or unreadable source: nothing reaches the mount (nothing is deleted either)
+            return False, f"source: {source}"
         if self._api_problem is not None:
             return False, self._api_problem
         return True, "ok"
@@ -481,7 +502,7 @@ class Agent:
             "queue": self._queue_status(),
             "rules": [r.name for r in self.rules],
             "held": self.held(),
-            "last_error": self.last_error,
+            "last_error": self.last_error or (self.engine.status().get("last_error") if self.engine else None),
         }
 
     def _sync_status(self) -> dict[str, Any] | None:
@@ -648,7 +669,8 @@ class Agent:
                 done.set()  # the bar draws its final count and returns
             self.on_fact(Tick(self.clock()))
             self._flush_rules_state()
-            drained = await self.queue.drain(timeout=drain_timeout)
+            # the sync is over: a snapshot that is not covered now (deletes the rail refused) waits for a later run
+            drained = await self.queue.drain(timeout=drain_timeout, wait_for_coverage=False)
             self._count_sync_errors()
             summary = {
                 "copied": report.copied,
@@ -663,6 +685,11 @@ class Agent:
             }
             code = 0 if report.ok and drained else 1
             return code, summary
+
+
+def _files(paths: list[str], what: str) -> str:
+    first = min(paths)
+    return f"{len(paths)} file{'s' if len(paths) > 1 else ''} {what}, such as {first}"
 
 
 @asynccontextmanager

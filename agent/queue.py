@@ -85,6 +85,7 @@ class TaskQueue:
         dataset_id: str,
         *,
         covered: Callable[[SnapshotRequest], bool],
+        why_waiting: Callable[[SnapshotRequest], str | None] | None = None,
         clock: Callable[[], float] = time.time,
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
@@ -104,6 +105,7 @@ class TaskQueue:
         self._api = api
         self._dataset_id = dataset_id
         self._covered = covered
+        self._why_waiting = why_waiting  # status: what a job not covered yet waits for
         self._clock = clock
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -147,12 +149,18 @@ class TaskQueue:
             "depth": sum(counts.get(state, 0) for state in (WAITING, CREATING, TAGGING)),
             "waiting": counts.get(WAITING, 0),
             "in_flight": counts.get(CREATING, 0) + counts.get(TAGGING, 0),
-            "jobs": [job.summary() for job in self._store.jobs()],
+            "jobs": [self._summary(job) for job in self._store.jobs()],
             "dead_letters": self.dead_letters(),
             "last_snapshot": None
             if last is None
             else {"id": last.snapshot_id, "tags": list(last.tags_done), "at": last.finished_at, "job_id": last.id},
         }
+
+    def _summary(self, job: Job) -> dict[str, Any]:
+        summary = job.summary()
+        if job.state == WAITING and self._why_waiting is not None:
+            summary["waiting_for"] = self._why_waiting(job.request)
+        return summary
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Parked jobs: id, tags, attempts, last_error (and where they stopped)."""
@@ -189,8 +197,10 @@ class TaskQueue:
         finally:
             self._processing = False
 
-    async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (the daemon's `once` API)
-        """Process until no job is left. False on timeout or when dead letters remain."""
+    async def drain(self, timeout: float | None = None, *, wait_for_coverage: bool = True) -> bool:  # noqa: ASYNC109 (the daemon's `once` API)
+        """Process until no job is left. False on timeout or when dead letters remain. Without
+        `wait_for_coverage` (a `once` whose sync is over: what is not covered now never will be in this run) a
+        waiting job that is not covered ends the drain at once, False, the job kept for the next run."""
         with anyio.move_on_after(timeout) as scope:
             if self._processing:  # run() is working: wait until it finds nothing to do
                 idle = anyio.Event()
@@ -199,14 +209,17 @@ class TaskQueue:
             else:
                 self._processing = True
                 try:
-                    await self._work(until_idle=True)
+                    if await self._work(until_idle=True, wait_for_coverage=wait_for_coverage) is not None:
+                        return False
                 finally:
                     self._processing = False
         if scope.cancelled_caught:
             return False
         return not await self._db(self._store.jobs, (DEAD,))
 
-    async def _work(self, *, until_idle: bool) -> None:
+    async def _work(self, *, until_idle: bool, wait_for_coverage: bool = True) -> Job | None:
+        """Send jobs in order (forever, or `until_idle`); returns the waiting job that stopped a drain that does
+        not wait for coverage."""
         self._loop_thread = threading.get_ident()
         while True:
             seen = self._pokes
@@ -216,7 +229,7 @@ class TaskQueue:
                 for waiter in waiters:
                     waiter.set()
                 if until_idle:
-                    return
+                    return None
                 await self._sleep(self._idle_interval, seen)
                 continue
             wait = job.next_attempt_at - self._clock()
@@ -225,6 +238,12 @@ class TaskQueue:
                 continue
             if job.state == WAITING:
                 if not self._covered(job.request):
+                    if not wait_for_coverage:
+                        why = self._why_waiting(job.request) if self._why_waiting is not None else None
+                        self._emit(
+                            "queue.snapshot_waiting", job_id=job.id, tags=list(job.request.tags), waiting_for=why
+                        )
+                        return job
                     await self._sleep(self._poll_interval, seen)
                     continue
                 if not await self._db(self._store.start_sending, job.id, job.version):

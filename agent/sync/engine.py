@@ -75,6 +75,10 @@ class SyncEngine(Pipeline):
         (mirror mode; deletes refused by max_delete aside)."""
         return self._ledger.pending_deletes()
 
+    def refused_deletes(self) -> Mapping[str, float]:
+        """relpath -> first time its absence was seen, for files whose delete max_delete refused."""
+        return self._ledger.refused_deletes()
+
     def idle(self) -> bool:
         """Nothing pending, queued, in flight or waiting to be deleted (deletes held by the rail aside)."""
         ledger = self._ledger
@@ -113,6 +117,8 @@ class SyncEngine(Pipeline):
         try:
             while self._running:  # noqa: ASYNC110 - batches end in worker threads; a poll is the simple wait
                 await anyio.sleep(poll)
+            if self._mount_problem is None:
+                await self._clear_temps()  # a copy that failed on the mount's side may have left one: not in a snapshot
             yield
         finally:
             self._fenced -= 1

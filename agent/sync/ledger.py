@@ -8,14 +8,14 @@ copies and deletes in threads and feeds this from the event loop thread only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.backoff import backoff_delay
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
 from agent.sync.copier import SMALL, CopyJob, CopyResult, Outcome
 from agent.sync.plan import FolderIndex, needs_confirm, row_key
-from agent.sync.scan import differs
+from agent.sync.scan import differs, under_any
 from agent.sync.settle import FileStat, Settler
 from agent.sync.statedb import Row
 
@@ -49,6 +49,7 @@ class Ledger:
     on_fact: Callable[[Fact], None]
     retry_base: float = 0.5
     retry_cap: float = 30.0
+    markers: frozenset[str] = frozenset()  # marker file names: each is copied after the rest of its folder
     settler: Settler = field(init=False)
     ready: dict[str, CopyJob] = field(default_factory=dict)
     inflight: set[str] = field(default_factory=set)
@@ -103,16 +104,19 @@ class Ledger:
         elif watch is not old:
             settler.schedule(rel, watch.since + self.settle)
 
-    def observe_gone_under(self, folder: str, at: float, seen: Iterable[str] = ()) -> None:
+    def observe_gone_under(
+        self, folder: str, at: float, seen: Iterable[str] = (), *, keep_under: Sequence[str] = ()
+    ) -> None:
         """`folder` went away (or was replaced): each file under it not in `seen` is absent, whether synced,
-        pending or being copied right now (a folder renamed away brings no event for its files)."""
+        pending or being copied right now (a folder renamed away brings no event for its files). Files under a
+        folder of `keep_under` (one the walk could not read) are not known to be gone: they stay as they are."""
         if self._folders is None:
             self._folders = FolderIndex(self.rows)
         keep = set(seen)
         prefix = folder + "/"
         tracked = [rel for rel, _ in self.settler.items() if rel.startswith(prefix)]
         for rel in [*self._folders.under(folder, list(self.rows)), *tracked]:
-            if rel not in keep:
+            if rel not in keep and not (keep_under and under_any(rel, keep_under)):
                 self.observe(rel, None, at)
 
     def busy(self, rel: str) -> bool:
@@ -164,6 +168,15 @@ class Ledger:
             if watch.sig is None and rel in self.absent and rel not in self.held
         }
 
+    def refused_deletes(self) -> Mapping[str, float]:
+        """Files gone from the source whose delete the rail refused (held until the next full scan) -> when their
+        absence was first seen."""
+        return {
+            rel: watch.first_seen
+            for rel in self.held
+            if (watch := self.settler.get(rel)) is not None and watch.sig is None and rel in self.absent
+        }
+
     # -- copies ---------------------------------------------------------------------------------------------
 
     def _enqueue(self, rel: str, sig: FileStat) -> None:
@@ -187,12 +200,18 @@ class Ledger:
         batch: list[CopyJob] = []
         size = 0
         first_big: CopyJob | None = None
+        markers = self.markers
+        passed: list[str] = []  # jobs this call leaves in the queue ahead of the ones it takes
         for job in self.ready.values():
+            if markers and job.path.rpartition("/")[2] in markers and self._marker_waits(job.path, passed):
+                passed.append(job.path)
+                continue
             if job.expect.size > SMALL:
                 if not batch and big_ok:
                     batch.append(job)
                     break
                 first_big = first_big or job
+                passed.append(job.path)
                 continue
             batch.append(job)
             size += job.expect.size
@@ -204,6 +223,22 @@ class Ledger:
             del self.ready[job.path]
             self.inflight.add(job.path)
         return batch
+
+    def _marker_waits(self, marker: str, passed: list[str]) -> bool:
+        """A marker (`_SUCCESS`) goes into the mount after the other files of its folder (and below) that are
+        being copied, or that come before it in the queue but are not taken now: a job reading the mount that waits
+        for the marker then finds the folder complete. The queue holds a folder's files before its marker (a
+        producer writes it last; a scan queues it last, `marker_last`); those still settling do not hold it."""
+        folder = marker.rpartition("/")[0]
+        prefix = folder + "/" if folder else ""
+
+        def before(rel: str) -> bool:
+            if rel == marker or not rel.startswith(prefix):
+                return False
+            head, _, name = rel.rpartition("/")
+            return not (head == folder and name in self.markers)  # another marker beside it does not hold it
+
+        return any(before(rel) for rel in self.inflight) or any(before(rel) for rel in passed)
 
     def release(self, jobs: Iterable[CopyJob]) -> None:
         """Jobs that never ran (the engine stopped): forget they were in flight; `due()` hands them out again."""

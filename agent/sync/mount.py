@@ -44,19 +44,24 @@ class MountRecord:
     path: str
     mount_point: bool
     dev: int
+    ino: int = 0  # the folder itself: another inode is another folder put in its place (0: not recorded)
 
 
 def current_record(mount: str) -> MountRecord:
     """The mount as it is now (raises OSError when it cannot be stat'ed)."""
-    return MountRecord(mount, os.path.ismount(mount), os.stat(mount).st_dev)
+    st = os.stat(mount)
+    return MountRecord(mount, os.path.ismount(mount), st.st_dev, st.st_ino)
 
 
 def updated_record(recorded: MountRecord | None, current: MountRecord) -> MountRecord | None:
     """The record to keep after a usable look at the mount, or None when the recorded one stands: the first
-    look (or another mount path), a plain folder that became a mount point, a remount (another device)."""
+    look (or another mount path), a plain folder that became a mount point, a remount (another device), another
+    folder put in its place (`mv mount mount.old; mkdir mount`: the same device, another inode)."""
     if recorded is None or recorded.path != current.path:
         return current
     if current.mount_point and (not recorded.mount_point or current.dev != recorded.dev):
+        return current
+    if current.ino != recorded.ino:  # an old record (no inode yet) takes the inode without a check
         return current
     return None
 
@@ -70,7 +75,7 @@ def read_record(state_dir: Path) -> MountRecord | None:
     """The remembered mount, or None (none yet, or unreadable: then the next usable look records it anew)."""
     try:
         data = json.loads((state_dir / RECORD_NAME).read_text())
-        return MountRecord(str(data["path"]), bool(data["mount_point"]), int(data["dev"]))
+        return MountRecord(str(data["path"]), bool(data["mount_point"]), int(data["dev"]), int(data.get("ino", 0)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -105,7 +105,9 @@ class Pipeline:
         self._mount_poll = mount_poll
         self._once_attempts = once_attempts
         self._once_settle_limit = once_settle_limit if once_settle_limit is not None else max(30.0, 5 * source.settle)
-        self._ledger = Ledger({}, source.settle, source.delete == "mirror", self._emit, retry_cap=retry_cap)
+        self._ledger = Ledger(
+            {}, source.settle, source.delete == "mirror", self._emit, retry_cap=retry_cap, markers=marker_names
+        )
         self._db: StateDB | None = None
         self._intents: dict[str, Row] = {}
         self._mount_record: MountRecord | None = None
@@ -204,6 +206,21 @@ class Pipeline:
             raise
         self._db = db
 
+    async def _clear_temps(self) -> str | None:
+        """Unless no temp file of ours can be in the mount (a clean last stop, or a sweep since, and no copy failed
+        on the mount side since), remove them all. Call it with no copy running and the mount usable; returns the
+        problem when they cannot be removed."""
+        if self._temps_clear:
+            return None
+        try:
+            removed = await anyio.to_thread.run_sync(remove_temps, self._mount)
+        except OSError as exc:
+            return f"mount {self._mount}: temp files cannot be cleared ({exc.strerror})"
+        self._temps_clear = True
+        if removed:
+            log.info("sync.temps_removed", count=removed, mount=self._mount)
+        return None
+
     def _take_clean_marker(self) -> bool:
         """True when the last run ended cleanly (no temp files of ours in the mount); the marker is consumed."""
         marker = self._state_dir / CLEAN_MARKER
@@ -227,15 +244,8 @@ class Pipeline:
         if record is not None:
             self._mount_record = record
         self._mount_recheck = False
-        if problem is None and not self._temps_clear:
-            try:
-                removed = await anyio.to_thread.run_sync(remove_temps, self._mount)
-            except OSError as exc:
-                problem = f"mount {self._mount}: temp files cannot be cleared ({exc.strerror})"
-            else:
-                self._temps_clear = True
-                if removed:
-                    log.info("sync.temps_removed", count=removed, mount=self._mount)
+        if problem is None and self._running == 0:  # a sweep must not take the temp files of copies under way
+            problem = await self._clear_temps()
         if problem != self._mount_problem:
             if problem is None:
                 log.info("sync.mount_ok", mount=self._mount)
@@ -347,8 +357,14 @@ class Pipeline:
                 and not under_any(rel, scan.unreadable)
             ):
                 ledger.observe(rel, None, at)
-        for rel in sorted(scan.changed):  # path order: a folder's files one after another, as on disk
+        # path order: a folder's files one after another, as on disk; a marker after everything under its folder
+        for rel in sorted(scan.changed, key=self._marker_last) if self._marker_names else sorted(scan.changed):
             ledger.observe(rel, scan.changed[rel], at)
+
+    def _marker_last(self, rel: str) -> str:
+        """The sort key that puts a marker file after every other path under its folder."""
+        head, sep, name = rel.rpartition("/")
+        return f"{head}{sep}\U0010ffff{name}" if name in self._marker_names else rel
 
     async def _stat(self, rels: list[str]) -> tuple[dict[str, Any], ScanResult]:
         return await anyio.to_thread.run_sync(self._walker.stat_paths, rels, self._ledger.rows)
@@ -400,7 +416,8 @@ class Pipeline:
             if fs is None:
                 ledger.observe(rel, None, at)
                 if rel not in ledger.rows or rel in folders:
-                    ledger.observe_gone_under(rel, at, sub.seen if rel in folders else ())
+                    seen = sub.seen if rel in folders else ()
+                    ledger.observe_gone_under(rel, at, seen, keep_under=sub.unreadable)
         for rel, fs in states.items():
             if fs is not None:
                 ledger.observe(rel, fs, at)
@@ -443,6 +460,10 @@ class Pipeline:
             self._ledger.claim(claimed)
             if any(not r.done for r in results):
                 self.request_scan()  # a claimed file whose source is gone is deleted there in mirror mode
+        if any(r.mount_side for r in results):
+            # a copy that failed on the mount's side (gone, read-only, full) may not have removed its temp file (a
+            # mount moved away and back takes it along): sweep before the next snapshot, and no clean marker
+            self._temps_clear = False
         failures = self._ledger.apply(jobs, results, now)
         copied = [r for r in results if r.done]
         if copied:
@@ -463,7 +484,9 @@ class Pipeline:
                     self._conflicts.add(failure.path)
                 self._final[failure.path] = failure.error
                 self._ledger.settler.forget(failure.path)
-            log.warning(
+            # attempts 1, 2, 4, 8... at warning level: 200 files that stay unreadable must not flood the log
+            attempt = failure.attempt
+            (log.warning if attempt & (attempt - 1) == 0 else log.debug)(
                 "sync.copy_failed",
                 path=failure.path,
                 error=failure.error,
@@ -483,7 +506,7 @@ class Pipeline:
             self.request_scan()  # reports the source problem; nothing is deleted while the source is away
             return
         at = self._clock()
-        gone = [rel for rel in candidates if states.get(rel) is None]
+        gone = [rel for rel in candidates if rel in states and states[rel] is None]  # not there: unknown is kept
         for rel in candidates:
             fs = states.get(rel)
             if fs is not None:

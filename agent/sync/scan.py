@@ -25,6 +25,7 @@ from the root per file).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -230,7 +231,7 @@ class Walker:
             try:  # listed through a descriptor: each entry's lstat is then relative to it, no path walk
                 fd = os.open(folder, DIR_FLAGS if prefix else DIR_FLAGS & ~os.O_NOFOLLOW)
             except OSError as exc:
-                if exc.errno not in (2, 20, 40):  # ENOENT, ENOTDIR, ELOOP: it went away (or became a symlink)
+                if exc.errno not in _GONE:  # otherwise it went away (or became a symlink)
                     out.unreadable.append(prefix[:-1])
                     out.why_unreadable[prefix[:-1]] = (exc.strerror or exc.__class__.__name__).lower()
                 continue
@@ -269,8 +270,13 @@ class Walker:
                             else:
                                 out.skipped.append((prefix + name, kind_of(st.st_mode)))
                                 continue
-                    except OSError:
-                        continue  # vanished while we looked
+                    except OSError as exc:
+                        if exc.errno not in _GONE and prefix[:-1] not in out.why_unreadable:
+                            # listed but not searchable (r without x), or an I/O error: what is under this folder
+                            # cannot be known now, and unknown is not gone
+                            out.unreadable.append(prefix[:-1])
+                            out.why_unreadable[prefix[:-1]] = (exc.strerror or exc.__class__.__name__).lower()
+                        continue  # vanished while we looked, or cannot be seen
                     rel = prefix + name
                     files += 1
                     size += st.st_size
@@ -388,8 +394,14 @@ class Walker:
             path = self.root + "/" + rel
             try:
                 st = os.lstat(path)
-            except OSError:
-                states[rel] = None
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    states[rel] = None
+                else:  # EACCES on a folder above it, EIO: its state is unknown (left out), its folder unreadable
+                    folder = rel.rpartition("/")[0]
+                    if folder not in sub.why_unreadable:
+                        sub.unreadable.append(folder)
+                        sub.why_unreadable[folder] = (exc.strerror or exc.__class__.__name__).lower()
                 continue
             mode = st.st_mode
             if stat.S_ISDIR(mode):
@@ -411,6 +423,10 @@ class Walker:
                 sub.skipped.append((rel, kind_of(mode)))
                 states[rel] = None
         return states, sub
+
+
+_GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+"""What a failed stat or open says when the path is not there (or is no longer a folder): all else is unknown."""
 
 
 @contextlib.contextmanager

@@ -348,6 +348,66 @@ async def test_a_rotating_producer_s_snapshot_no_longer_holds_the_folder_it_dele
             assert sorted(p.name for p in frozen.iterdir()) == [f"day{day}"]
 
 
+async def test_a_snapshot_waits_while_the_rail_refuses_the_deletes_before_it(emulator: Any, make_cfg: Any) -> None:
+    """Spark's overwrite mode: the output folder is deleted and written again with other part names, then
+    `_SUCCESS`. When max_delete refuses the deletes, the new snapshot would hold both runs' parts: it waits,
+    and the status says why; `once` then leaves it queued and exits 1 (no snapshot of mixed runs, ever)."""
+    from agent.daemon import Agent
+
+    rules = [{"name": "out", "when": {"marker": "_SUCCESS"}, "tags": ["{marker}"]}]
+    cfg = make_cfg(emulator, source__settle="100ms", rules=rules)
+    src = cfg.source.path
+    async with running_agent(cfg) as agent:
+        for i in range(10):
+            write(src, f"out/part-{i:05}-uuidA.csv", f"a{i}\n")
+        write(src, "out/_SUCCESS", "run1")
+        await wait_for_async(lambda: _has_tags(emulator, {"run1"}), 30, "run1")
+        shutil.rmtree(src / "out")
+        for i in range(5):
+            write(src, f"out/part-{i:05}-uuidB.csv", f"b{i}\n")
+        write(src, "out/_SUCCESS", "run2")
+        await wait_for(lambda: agent.engine is not None and agent.engine.refused_deletes(), 30, "the refused deletes")
+        await wait_for(lambda: _waiting_for(agent) is not None, 30, "the run2 request")
+        await anyio.sleep(1.5)  # time enough to send it, were it not held
+        assert "refused (source.max_delete)" in str(_waiting_for(agent))
+        assert not await _has_tags(emulator, {"run2"})
+    code, summary = await Agent(cfg, env={}).once(drain_timeout=60)
+    assert code == 1 and summary["refused_delete"] is True
+    assert [job["waiting_for"] for job in summary["queue"]["jobs"]] == [_waiting_for_text(summary)]
+    assert not await _has_tags(emulator, {"run2"})
+    assert len(await snapshots_of(emulator)) == 1
+
+
+def _waiting_for(agent: Any) -> str | None:
+    jobs = agent.status()["queue"].get("jobs") or []
+    return next((job.get("waiting_for") for job in jobs if job.get("waiting_for")), None)
+
+
+def _waiting_for_text(summary: dict[str, Any]) -> str:
+    why = summary["queue"]["jobs"][0]["waiting_for"]
+    assert why.startswith("10 files left the source, but deleting them was refused"), why
+    return str(why)
+
+
+async def test_a_missing_source_makes_the_agent_not_ready_and_a_failing_file_shows_in_status(
+    emulator: Any, make_cfg: Any
+) -> None:
+    """While the source folder is gone (an unmounted share) nothing reaches the mount: /readyz says so; and the
+    error of a file that keeps failing is the status's last error too, not only the sync section's."""
+    cfg = make_cfg(emulator, source__rescan="200ms")
+    src = cfg.source.path
+    async with running_agent(cfg) as agent:
+        src.rename(src.with_name("src.away"))
+        await wait_for(lambda: not agent.readiness()[0], 10, "not ready")
+        assert agent.readiness()[1].startswith("source: ")
+        src.with_name("src.away").rename(src)
+        await wait_for(lambda: agent.readiness()[0], 10, "ready again")
+        assert agent.engine is not None
+        agent.engine._ledger.failures["x.csv"] = 1  # a file failing now, as the engine records it
+        agent.engine._ledger.counters.last_error = "x.csv: source: permission denied"
+        assert agent.status()["last_error"] == "x.csv: source: permission denied"
+
+
 async def test_a_restart_while_the_server_takes_a_snapshot_keeps_new_copies_out_of_it(
     emulator_factory: Any, make_cfg: Any
 ) -> None:

@@ -49,3 +49,21 @@ async def test_health_answers_while_the_bootstrap_waits_for_the_api(emulator: An
     assert ready == 503 and "API" in json.dumps(why)
     assert status == 200 and shown["ready"] is False and shown["sync"] is None
     assert snap == 503 and "not ready" in refused["error"]
+
+
+async def test_a_refused_token_at_start_is_waited_for_until_it_is_fixed(emulator: Any, tmp_path: Path) -> None:
+    """A 401 at start does not end `run` (on Kubernetes that would be a restart loop): the agent is not ready and
+    says why, and once the token file holds a good token the bootstrap goes through."""
+    token = tmp_path / "token"
+    token.write_text("a-token-that-was-revoked")
+    config = make_config(emulator, tmp_path, domino={"url": emulator.url, "token_file": str(token)})
+    agent = Agent(config, env={}, listen_port=0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        await wait_for(lambda: agent.bound_port is not None and agent.last_error is not None, 20, "a refused token")
+        ready, why = await anyio.to_thread.run_sync(_get, f"http://127.0.0.1:{agent.bound_port}/readyz")
+        assert ready == 503 and "401" in json.dumps(why)
+        assert "a-token-that-was-revoked" not in json.dumps(why)
+        token.write_text(emulator.keys["alice"])
+        await wait_for(lambda: agent.dataset is not None, 20, "the bootstrap with the fixed token")
+        tg.cancel_scope.cancel()

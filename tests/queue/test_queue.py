@@ -119,6 +119,24 @@ async def test_drain_times_out_while_a_job_is_not_covered(make_queue: Any, api: 
     assert q.status()["waiting"] == 1
 
 
+async def test_a_drain_that_does_not_wait_for_coverage_ends_at_a_job_not_covered(make_queue: Any, api: Any) -> None:
+    """`once` drains without waiting for coverage (its sync is over): a job not covered ends the drain at once,
+    False, and stays queued; status says what it waits for."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    q = make_queue(
+        covered=lambda _r: False,
+        why_waiting=lambda r: f"{len(r.scopes)} scope held",
+        on_event=lambda event, fields: events.append((event, fields)),
+    )
+    q.submit(req("a"))
+    with anyio.fail_after(2):  # not the 60 s of the timeout
+        assert not await q.drain(60, wait_for_coverage=False)
+    assert api.calls["create_snapshot"] == 0
+    status = q.status()
+    assert status["waiting"] == 1 and status["jobs"][0]["waiting_for"] == "1 scope held"
+    assert [fields["waiting_for"] for event, fields in events if event == "queue.snapshot_waiting"] == ["1 scope held"]
+
+
 async def test_a_job_without_tags_makes_an_untagged_snapshot(make_queue: Any, api: Any) -> None:
     """A request with no tags gives one create call with no tag and nothing else."""
     q = make_queue()

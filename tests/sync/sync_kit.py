@@ -83,3 +83,76 @@ def refuse_listing(monkeypatch: Any, suffix: str, when: Callable[[], bool] = lam
 
     monkeypatch.setattr(os, "open", open_)
     monkeypatch.setattr(os, "scandir", scandir)
+
+
+def refuse_search(monkeypatch: Any, suffix: str, when: Callable[[], bool] = lambda: True) -> None:
+    """Make the folders whose path ends with `suffix` listable but not searchable, as the kernel does for a mode
+    r-- folder without root (tests run as root): their names are listed, but a stat of anything in them fails
+    with EACCES (through the listing's entries, `os.lstat` and `os.stat` by path)."""
+    real_open, real_scandir, real_lstat, real_stat = os.open, os.scandir, os.lstat, os.stat
+    searched: set[int] = set()
+
+    def refused(path: Any) -> bool:
+        return isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(path).endswith(suffix) and when()
+
+    def inside(path: Any) -> bool:
+        return isinstance(path, (str, bytes, os.PathLike)) and refused(os.path.dirname(os.fsdecode(path)))
+
+    def denied(path: Any) -> PermissionError:
+        return PermissionError(errno.EACCES, "Permission denied", path)
+
+    class Entry:
+        def __init__(self, entry: Any) -> None:
+            self._entry, self.name, self.path = entry, entry.name, entry.path
+
+        def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+            return bool(self._entry.is_dir(follow_symlinks=follow_symlinks))
+
+        def is_symlink(self) -> bool:
+            return bool(self._entry.is_symlink())
+
+        def is_file(self, *, follow_symlinks: bool = True) -> bool:
+            return bool(self._entry.is_file(follow_symlinks=follow_symlinks))
+
+        def stat(self, *, follow_symlinks: bool = True) -> Any:
+            raise denied(self.name)
+
+    class Listing:
+        def __init__(self, listing: Any) -> None:
+            self._listing = listing
+
+        def __enter__(self) -> Listing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._listing.close()
+
+        def __iter__(self) -> Any:
+            return (Entry(entry) for entry in self._listing)
+
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if flags & os.O_DIRECTORY and refused(path):
+            searched.add(fd)
+        else:
+            searched.discard(fd)
+        return fd
+
+    def scandir(path: Any = ".") -> Any:
+        listing = real_scandir(path)
+        return Listing(listing) if (isinstance(path, int) and path in searched) or refused(path) else listing
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if inside(path):
+            raise denied(path)
+        return real_lstat(path, *args, **kwargs)
+
+    def stat_(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if inside(path):
+            raise denied(path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "lstat", lstat)
+    monkeypatch.setattr(os, "stat", stat_)

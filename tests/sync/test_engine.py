@@ -405,3 +405,36 @@ async def test_the_plan_of_a_source_the_agent_will_create_is_empty(
     plan = await engine.plan()
     assert (plan.copy, plan.delete, plan.mount_problem) == ((), (), None)
     engine.close()
+
+
+async def test_a_marker_lands_in_the_mount_after_the_rest_of_its_folder(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that reads the mount and waits for `_SUCCESS` (Spark's, Hadoop's convention) finds its folder
+    complete: the marker is renamed into the mount after every other file under its folder, across batches and
+    workers, in a first sync (where a plain path sort puts `out/_SUCCESS` before `out/year=2026/...`)."""
+    for folder in ("out", "logs"):
+        for i in range(60):
+            (src / folder / f"year={2000 + i % 3}").mkdir(parents=True, exist_ok=True)
+            (src / folder / f"year={2000 + i % 3}" / f"part-{i:03}.csv").write_text(f"{i}\n")
+        (src / folder / "_SUCCESS").write_text("")
+    landed: list[str] = []
+    real_replace = os.replace
+
+    def replace(a: Any, b: Any) -> None:
+        real_replace(a, b)
+        landed.append(os.path.relpath(os.fsdecode(b), mnt))
+
+    monkeypatch.setattr(os, "replace", replace)
+    engine = make_engine(
+        batch_files=16,
+        copy_hook=lambda rel: None,
+        marker_names=frozenset({"_SUCCESS"}),  # hooked: copied here
+    )
+    report = await engine.sync_once()
+    assert report.copied == 122 and tree(mnt) == tree(src)
+    for folder in ("out", "logs"):
+        marker = landed.index(f"{folder}/_SUCCESS")
+        assert all(
+            landed.index(rel) < marker for rel in landed if rel.startswith(folder + "/") and rel != landed[marker]
+        )

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from structlog.testing import capture_logs
-from sync.sync_kit import EngineFactory, refuse_listing, running, temps, tree, wait_for
+from sync.sync_kit import EngineFactory, refuse_listing, refuse_search, running, temps, tree, wait_for
 
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
 from agent.sync import copier as copier_mod
@@ -325,6 +325,89 @@ async def test_unreadable_folder_is_warned_once_and_nothing_under_it_deleted(
     warned = [e for e in logs if e["event"] == "sync.folder_unreadable"]
     assert [(e["folder"], e["error"], e["log_level"]) for e in warned] == [("locked", "permission denied", "warning")]
     assert (mnt / "locked" / "f.csv").read_text() == "f" and engine.status()["deletes"] == 0
+
+
+@pytest.mark.parametrize("locks", [(refuse_listing, refuse_search), (refuse_search,)], ids=["mode 000", "mode r--"])
+async def test_a_folder_that_becomes_unreadable_while_watched_keeps_its_copies(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch, locks: Any
+) -> None:
+    """A folder whose mode changes to 000 (not listable) or r-- (listable, its files not stat-able) while the agent
+    runs brings a watch event for the folder: what is under it cannot be seen, so nothing is deleted from the
+    mount (the stat by event, the delete pass and the rescans all keep it), and a note says why."""
+    for name in ("g1", "g2", "g3"):
+        write(src / "keep" / "sub" / name, name)
+    write(src / "other.txt", "o")
+    engine = make_engine(settle=0.05, max_delete=1.0, rescan=0.2)
+    locked = threading.Event()
+    for lock in locks:
+        lock(monkeypatch, str(src / "keep" / "sub"), locked.is_set)
+    with capture_logs() as logs:
+        async with running(engine):
+            await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+            locked.set()
+            os.chmod(src / "keep" / "sub", 0o700)  # the event a chmod brings (root: the lock itself is simulated)
+            os.chmod(src / "keep", 0o700)
+            first = engine.status()["last_scan_at"]
+            await wait_for(lambda: engine.status()["last_scan_at"] > first + 0.5, 10)  # events handled, rescans run
+            assert sorted(p.name for p in (mnt / "keep" / "sub").iterdir()) == ["g1", "g2", "g3"]
+            assert engine.status()["deletes"] == 0
+    assert any(e["event"] == "sync.folder_unreadable" and e["folder"] == "keep/sub" for e in logs)
+
+
+async def test_a_temp_file_a_failed_copy_could_not_remove_is_swept(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy that fails on the mount's side may leave its temp file (the mount was moved away and back while it
+    ran: the unlink missed it). The mount check that follows the failure sweeps it when no copy runs, a fence
+    (a snapshot) sweeps first when one was left, and no clean marker is written before a sweep."""
+    real_replace = os.replace
+    broken = threading.Event()
+    broken.set()
+
+    def replace(a: Any, b: Any) -> None:
+        if broken.is_set() and os.fsdecode(b).endswith("/big.bin"):
+            raise OSError(errno.EROFS, "Read-only file system", b)
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(copier_mod, "unlink_quietly", lambda path: None)  # as when the temp moved with the mount
+    write(src / "big.bin", "b" * 5000)
+    engine = make_engine(settle=0.05, rescan=3600)
+    with capture_logs() as logs:
+        async with running(engine):
+            await wait_for(lambda: any(e["event"] == "sync.temps_removed" for e in logs), 10)
+            assert temps(mnt) == []
+            broken.clear()
+            await wait_for(lambda: (mnt / "big.bin").exists() and engine.idle(), 10)
+            (mnt / ".left.domino-sync-0badf00d.tmp").write_text("half")  # as if a failed copy's sweep was not yet due
+            engine._temps_clear = False
+            async with engine.fence():
+                assert temps(mnt) == []
+            engine._temps_clear = False
+        engine.close()
+        assert not (engine._state_dir / "sync.clean").exists()  # no sweep since: the next start sweeps
+    third = make_engine(settle=0.05, rescan=3600)
+    async with running(third):
+        await wait_for(lambda: third.idle(), 10)
+    third.close()
+    assert (third._state_dir / "sync.clean").exists() and temps(mnt) == []
+
+
+async def test_a_mount_folder_swapped_for_an_empty_one_is_filled_again(
+    src: Path, mnt: Path, make_engine: EngineFactory
+) -> None:
+    """`mv mount mount.old; mkdir mount` between two looks (same device, never missing at a look): the new
+    folder is another inode, so the agent checks what it holds and copies everything again."""
+    for i in range(5):
+        write(src / "d" / f"f{i}.csv", str(i))
+    engine = make_engine(settle=0.05, rescan=3600, mount_poll=0.1)
+    with capture_logs() as logs:
+        async with running(engine):
+            await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+            mnt.rename(mnt.with_name("mnt.old"))
+            mnt.mkdir()
+            await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+    assert any(e["event"] == "sync.mount_changed" for e in logs)
 
 
 async def test_links_follow_an_edit_of_their_target_at_once(src: Path, mnt: Path, make_engine: EngineFactory) -> None:

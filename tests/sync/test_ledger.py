@@ -65,6 +65,31 @@ def test_a_file_queued_at_once_is_not_handed_out_again() -> None:
     assert sorted(book.due(201.0)) == sorted(j.path for j in jobs)
 
 
+def test_a_marker_is_taken_after_the_rest_of_its_folder() -> None:
+    """`_SUCCESS` waits while a file of its folder (or below) is being copied or is left ahead of it in the queue
+    (a big one while big workers are busy); a marker beside it or files of other folders do not hold it."""
+    facts: list[Fact] = []
+    book = Ledger({}, 1.0, True, facts.append, markers=frozenset({"_SUCCESS", "_DONE"}))
+    for i, rel in enumerate(["out/p=1/a", "out/b", "out/_SUCCESS", "out/_DONE", "other/c", "other/_SUCCESS"]):
+        book.observe(rel, fs(10, 100.0, ino=i + 10), 200.0)
+    first = book.take_batch(1, 2, 1 << 20)
+    assert [j.path for j in first] == ["out/p=1/a", "out/b"]
+    second = book.take_batch(1, 10, 1 << 20)
+    assert [j.path for j in second] == ["other/c", "other/_SUCCESS"]  # out's markers wait for its copies
+    book.apply(first, [CopyResult(j.path, Outcome.COPIED, stat=j.expect, bytes=10) for j in first], 201.0)
+    assert [j.path for j in book.take_batch(1, 10, 1 << 20)] == ["out/_SUCCESS", "out/_DONE"]
+
+    book, _ = ledger()
+    book.markers = frozenset({"_SUCCESS"})
+    book.observe("d/big", fs(5 << 20, 100.0, ino=1), 200.0)
+    book.observe("d/_SUCCESS", fs(1, 100.0, ino=2), 200.0)
+    big = book.take_batch(1, 10, 1 << 30, big_ok=False)  # no small file to take instead: the big one goes
+    assert [j.path for j in big] == ["d/big"]
+    assert book.take_batch(1, 10, 1 << 30) == []  # the marker waits for it
+    book.apply(big, [CopyResult("d/big", Outcome.COPIED, stat=big[0].expect, bytes=5 << 20)], 201.0)
+    assert [j.path for j in book.take_batch(1, 10, 1 << 30)] == ["d/_SUCCESS"]
+
+
 def test_unchanged_file_is_not_tracked() -> None:
     """A file equal to its row needs nothing and emits nothing."""
     f = fs(5, 100.0)

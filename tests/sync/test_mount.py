@@ -90,6 +90,8 @@ def test_mount_record_first_look_upgrade_and_remount() -> None:
     assert updated_record(point, MountRecord("/m", True, 8)) == MountRecord("/m", True, 8)
     assert updated_record(MountRecord("/m", False, 7), point) == point
     assert updated_record(MountRecord("/m", False, 7), MountRecord("/m", False, 9)) is None
+    swapped = MountRecord("/m", False, 7, ino=12)  # `mv m m.old; mkdir m`: another folder in its place
+    assert updated_record(MountRecord("/m", False, 7, ino=11), swapped) == swapped
 
 
 def test_mount_record_round_trips_and_a_bad_one_reads_as_none(tmp_path: Path) -> None:
