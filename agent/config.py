@@ -181,11 +181,11 @@ class DominoConfig(_Model):
             raise ValueError(f"'embedded' or {URL_EXPECTED}")
         return value.rstrip("/")
 
-    @field_validator("token_file", "ca_bundle")
+    @field_validator("ca_bundle")
     @classmethod
     def _a_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
-            raise ValueError("an existing file (a token file, a PEM bundle of CA certificates)")
+            raise ValueError("an existing file: a PEM bundle of CA certificates")
         return value
 
     @field_validator("api_proxy")
@@ -321,7 +321,7 @@ def _listen_host(host: str) -> bool:
     elif all(c.isdigit() or c == "." for c in host):
         version = 4
     else:
-        return re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host) is not None
+        return re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?", host) is not None  # compose names have _
     try:
         return ipaddress.ip_address(host).version == version
     except ValueError:
@@ -368,10 +368,11 @@ CREDENTIALS = ("api_key", "token_file", "api_proxy")
 def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
     """Validate a decoded YAML document, fill `domino.*` from the environment, or raise ConfigError."""
     if not isinstance(data, Mapping):
-        raise ConfigError("(top level)", data, "a mapping with source: and dataset:")
+        raise ConfigError("(top level)", _hide_secrets(data), "a mapping with source: and dataset:")
     env = os.environ if env is None else env
     data = dict(data)
     domino = data.get("domino") or {}
+    domino_in_file = dict(domino) if isinstance(domino, Mapping) else {}
     if isinstance(domino, Mapping):
         domino = dict(domino)
         # credentials go as one: a key, token file or proxy in the file wins over every one of the environment
@@ -387,6 +388,7 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise _first_error(exc, data) from None
+    _check_token_file(config.domino, from_env=domino_in_file.get("token_file") is None)
     if config.dataset.mount is not None:
         check_mount_overlap(config, config.dataset.mount)
         if config.domino.url is None:  # the embedded emulator by default: it never sees this mount
@@ -397,6 +399,16 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> Config:
                 "the local emulator, which serves its own folders",
             )
     return config
+
+
+def _check_token_file(domino: DominoConfig, *, from_env: bool) -> None:
+    """The token file the client will read must be there (a missing one would fail every call): checked when it
+    is the credential in use (no proxy before it, a real API), and named as it was given."""
+    path = domino.token_file
+    if path is None or domino.api_proxy or domino.url == "embedded" or path.is_file():
+        return
+    key = "DOMINO_TOKEN_FILE" if from_env else "domino.token_file"
+    raise ConfigError(key, str(path), "an existing file holding a token")
 
 
 def _real(path: Path) -> Path:
@@ -443,7 +455,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("--config", str(path), f"a readable UTF-8 file ({exc.__class__.__name__})") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        data = _load_yaml(text)
     except _DuplicateKey as exc:
         lines = f"line {exc.first}" if exc.first == exc.again else f"lines {exc.first} and {exc.again}"
         raise ConfigError(exc.key, NOT_SHOWN, f"given twice ({lines}): YAML would keep only the last") from None
@@ -459,20 +471,37 @@ class _DuplicateKey(Exception):
         self.key, self.first, self.again = key, first, again
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (where plain YAML keeps the last one, and a
-    second `source:` section would silently replace the first). Keys merged in with `<<` may be overridden."""
+def _load_yaml(text: str) -> Any:
+    """YAML's safe load, refusing a key given twice in one mapping (where plain YAML keeps the last one, and a
+    second `source:` section would silently replace the first). Checked on the document as written, before
+    `<<` merges (whose keys may be overridden) are applied."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicates(node, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[tuple[str, str], int] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            line = key_node.start_mark.line + 1
-            if (key_node.tag, key_node.value) in seen:
-                raise _DuplicateKey(key_node.value, seen[key_node.tag, key_node.value], line)
-            seen[key_node.tag, key_node.value] = line
-        return super().construct_mapping(node, deep=deep)
+
+def _refuse_duplicates(node: yaml.Node, seen_nodes: set[int]) -> None:
+    if id(node) in seen_nodes:  # an alias of a node already looked at
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                line = key_node.start_mark.line + 1
+                if (key_node.tag, key_node.value) in keys:
+                    raise _DuplicateKey(key_node.value, keys[key_node.tag, key_node.value], line)
+                keys[key_node.tag, key_node.value] = line
+            _refuse_duplicates(value_node, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicates(item, seen_nodes)
 
 
 def _first_error(exc: ValidationError, data: Any) -> ConfigError:
@@ -487,7 +516,7 @@ def _first_error(exc: ValidationError, data: Any) -> ConfigError:
     if kind == "missing":
         return ConfigError(key, MISSING, "a value (this key is required)")
     message = _expected(error)
-    value = error.get("input", _lookup(data, loc))
+    value = _hide_secrets(error.get("input", _lookup(data, loc)))
     if loc and isinstance(loc[-1], str) and _SECRET_KEY.search(loc[-1]):
         value = "(hidden)"
     if kind in ("tuple_type", "list_type"):
@@ -500,6 +529,19 @@ def _first_error(exc: ValidationError, data: Any) -> ConfigError:
 
 _SECRET_KEY = re.compile(r"(^|_)(key|password|secret|token)$", re.IGNORECASE)
 """Keys whose value an error never shows (`api_key`; not `token_file`, a path)."""
+
+
+def _hide_secrets(value: Any) -> Any:
+    """`value` as an error may show it: inside a mapping or a list, a secret key's value is hidden."""
+    if isinstance(value, Mapping):
+        return {
+            key: "(hidden)" if isinstance(key, str) and _SECRET_KEY.search(key) else _hide_secrets(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_hide_secrets(item) for item in value]
+    return value
+
 
 _PLAIN: Mapping[str, str] = {
     "string_type": "a string",

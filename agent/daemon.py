@@ -365,14 +365,19 @@ class Agent:
             self.engine.request_scan()
 
     def covered(self, request: SnapshotRequest) -> bool:
-        """True when the request may be sent now (`waiting_for` has nothing to say)."""
-        return self.waiting_for(request) is None
+        """True when the request may be sent now (the queue asks every 0.2 s: this stops at the first file that
+        holds it; `waiting_for` counts them)."""
+        return self._holding(request, count=False) is None
 
     def waiting_for(self, request: SnapshotRequest) -> str | None:
-        """What the request waits for before it is sent (None: nothing): a file under its scopes, changed before
-        it was requested, still pending; a file that left the source before it still to leave the mount; any file
-        whose delete the rail refused (a snapshot is of the whole dataset: it would hold two runs' files); in
-        daemon mode, a full scan started after the request."""
+        """What the request waits for before it is sent (None: nothing), for status and `once`'s summary."""
+        return self._holding(request, count=True)
+
+    def _holding(self, request: SnapshotRequest, *, count: bool) -> str | None:
+        """What holds the request: a file under its scopes, changed before it was requested, still pending; a
+        file that left the source before it still to leave the mount; any file whose delete the rail refused (a
+        snapshot is of the whole dataset: it would hold two runs' files); in daemon mode, a full scan started
+        after the request."""
         if self.engine is None:
             return "the agent to start"
         cutoff = request.requested_at
@@ -381,22 +386,29 @@ class Agent:
             if scanned is None or scanned < self._scan_wanted_at:
                 return "a full scan of the source"
             cutoff = max(cutoff, scanned + 0.001)
-        waiting = [
+        scopes = request.scopes
+        waiting = (
             path
             for path, first_seen in self.engine.pending().items()
-            if first_seen <= cutoff
-            and any(scope == "" or path == scope or path.startswith(scope + "/") for scope in request.scopes)
-        ]
-        if waiting:
-            return _files(waiting, "not in the mount yet")
+            if first_seen <= cutoff and any(s == "" or path == s or path.startswith(s + "/") for s in scopes)
+        )
         # what left the source before the request leaves the mount first, in any folder (a producer that rotates
         # drops yesterday's folder, then writes today's and its marker)
-        leaving = [path for path, first_seen in self.engine.pending_deletes().items() if first_seen <= cutoff]
-        if leaving:
-            return _files(leaving, "to leave the mount (they left the source)")
-        refused = list(self.engine.refused_deletes())  # whenever they left: the mount is not the source's now
-        if refused:
-            return _files(refused, "left the source, but deleting them was refused (source.max_delete)")
+        leaving = (path for path, first_seen in self.engine.pending_deletes().items() if first_seen <= cutoff)
+        refused = iter(self.engine.refused_deletes())  # whenever they left: the mount is not the source's now
+        for paths, what in (
+            (waiting, "not in the mount yet"),
+            (leaving, "to leave the mount (they left the source)"),
+            (refused, "left the source, but deleting them was refused (source.max_delete)"),
+        ):
+            first = next(paths, None)
+            if first is not None:
+                if not count:
+                    return what
+                rest = list(paths)
+                number = 1 + len(rest)
+                shown = min([first, *rest])
+                return f"{number} file{'s' if number > 1 else ''} {what}, such as {shown}"
         return None
 
     def _on_queue_event(self, event: str, fields: dict[str, Any]) -> None:
@@ -685,11 +697,6 @@ class Agent:
             }
             code = 0 if report.ok and drained else 1
             return code, summary
-
-
-def _files(paths: list[str], what: str) -> str:
-    first = min(paths)
-    return f"{len(paths)} file{'s' if len(paths) > 1 else ''} {what}, such as {first}"
 
 
 @asynccontextmanager

@@ -58,6 +58,7 @@ class CopyJob:
     confirm: bool = False
     move_from: str | None = None
     move_row: Row | None = None
+    marker: bool = False  # a marker file (`_SUCCESS`): copied after the rest of its folder (ledger.py)
 
 
 @dataclass(frozen=True, slots=True)

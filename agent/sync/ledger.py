@@ -19,6 +19,9 @@ from agent.sync.scan import differs, under_any
 from agent.sync.settle import FileStat, Settler
 from agent.sync.statedb import Row
 
+MARKER_WAIT = 60.0
+"""Seconds a marker waits at most for the other files of its folder before it is copied all the same."""
+
 
 @dataclass(slots=True)
 class Counters:
@@ -50,6 +53,8 @@ class Ledger:
     retry_base: float = 0.5
     retry_cap: float = 30.0
     markers: frozenset[str] = frozenset()  # marker file names: each is copied after the rest of its folder
+    under: dict[str, int] = field(default_factory=dict)  # with markers: copies queued or running, per folder above
+    counted: set[str] = field(default_factory=set)  # the copies `under` counts
     settler: Settler = field(init=False)
     ready: dict[str, CopyJob] = field(default_factory=dict)
     inflight: set[str] = field(default_factory=set)
@@ -181,15 +186,21 @@ class Ledger:
 
     def _enqueue(self, rel: str, sig: FileStat) -> None:
         row = self.rows.get(rel)
-        if row is None and self.mirror:
-            old = self.absent_keys.get(sig.key)
-            if old is not None and old not in self.moving and old not in self.inflight:
-                self.ready[rel] = CopyJob(rel, sig, None, move_from=old, move_row=self.absent[old])
-                self.moving.add(old)
-                return
-        self.ready[rel] = CopyJob(rel, sig, row, confirm=needs_confirm(row, sig))
+        markers = self.markers
+        marker = bool(markers) and rel.rpartition("/")[2] in markers
+        old = self.absent_keys.get(sig.key) if row is None and self.mirror else None
+        if old is not None and old not in self.moving and old not in self.inflight:
+            self.ready[rel] = CopyJob(rel, sig, None, move_from=old, move_row=self.absent[old], marker=marker)
+            self.moving.add(old)
+        else:
+            self.ready[rel] = CopyJob(rel, sig, row, confirm=needs_confirm(row, sig), marker=marker)
+        if markers and rel not in self.counted:
+            self.counted.add(rel)
+            self._count(rel, 1)
 
-    def take_batch(self, workers: int, max_files: int, max_bytes: int, *, big_ok: bool = True) -> list[CopyJob]:
+    def take_batch(
+        self, workers: int, max_files: int, max_bytes: int, *, big_ok: bool = True, now: float | None = None
+    ) -> list[CopyJob]:
         """The next jobs for one worker: one big file, or up to `max_files` small ones (spread over workers).
 
         With `big_ok` False a big file is taken only when no small one is ready: the caller keeps some workers
@@ -200,18 +211,14 @@ class Ledger:
         batch: list[CopyJob] = []
         size = 0
         first_big: CopyJob | None = None
-        markers = self.markers
-        passed: list[str] = []  # jobs this call leaves in the queue ahead of the ones it takes
         for job in self.ready.values():
-            if markers and job.path.rpartition("/")[2] in markers and self._marker_waits(job.path, passed):
-                passed.append(job.path)
+            if job.marker and self._marker_waits(job.path, now):
                 continue
             if job.expect.size > SMALL:
                 if not batch and big_ok:
                     batch.append(job)
                     break
                 first_big = first_big or job
-                passed.append(job.path)
                 continue
             batch.append(job)
             size += job.expect.size
@@ -224,26 +231,46 @@ class Ledger:
             self.inflight.add(job.path)
         return batch
 
-    def _marker_waits(self, marker: str, passed: list[str]) -> bool:
+    def _marker_waits(self, marker: str, now: float | None) -> bool:
         """A marker (`_SUCCESS`) goes into the mount after the other files of its folder (and below) that are
-        being copied, or that come before it in the queue but are not taken now: a job reading the mount that waits
-        for the marker then finds the folder complete. The queue holds a folder's files before its marker (a
-        producer writes it last; a scan queues it last, `marker_last`); those still settling do not hold it."""
-        folder = marker.rpartition("/")[0]
-        prefix = folder + "/" if folder else ""
+        queued or being copied: a job reading the mount that waits for the marker then finds the folder complete
+        (a producer writes it last; a scan queues it last, `Pipeline._marker_last`). Files still settling do not
+        hold it, and none holds it longer than MARKER_WAIT after it was first seen: a producer that never stops
+        writing under its folder cannot keep it out (nor its snapshot)."""
+        if not self.under.get(marker.rpartition("/")[0]):
+            return False
+        watch = self.settler.get(marker)
+        return now is None or watch is None or now - watch.first_seen < MARKER_WAIT
 
-        def before(rel: str) -> bool:
-            if rel == marker or not rel.startswith(prefix):
-                return False
-            head, _, name = rel.rpartition("/")
-            return not (head == folder and name in self.markers)  # another marker beside it does not hold it
+    def _count(self, rel: str, step: int) -> None:
+        """Count a copy for every folder above it (a marker from the folder above its own: one beside it does
+        not hold it), so a marker's wait is one look-up however many files and markers there are."""
+        folder, _, name = rel.rpartition("/")
+        if name in self.markers:
+            if not folder:
+                return
+            folder = folder.rpartition("/")[0]
+        under = self.under
+        while True:
+            left = under.get(folder, 0) + step
+            if left:
+                under[folder] = left
+            else:
+                under.pop(folder, None)
+            if not folder:
+                return
+            folder = folder.rpartition("/")[0]
 
-        return any(before(rel) for rel in self.inflight) or any(before(rel) for rel in passed)
+    def _uncount(self, rel: str) -> None:
+        if rel in self.counted:
+            self.counted.discard(rel)
+            self._count(rel, -1)
 
     def release(self, jobs: Iterable[CopyJob]) -> None:
         """Jobs that never ran (the engine stopped): forget they were in flight; `due()` hands them out again."""
         for job in jobs:
             self.inflight.discard(job.path)
+            self._uncount(job.path)
             if job.path in self.settler:
                 self.settler.schedule(job.path, 0.0)
             if job.move_from is not None:
@@ -252,9 +279,12 @@ class Ledger:
     def apply(self, jobs: list[CopyJob], results: list[CopyResult], now: float) -> list[Failure]:
         """Copy results (already recorded in the DB when done). Returns the failures, retries scheduled."""
         failures: list[Failure] = []
+        counted = self.counted
         for job, result in zip(jobs, results, strict=True):
             rel = job.path
             self.inflight.discard(rel)
+            if counted:
+                self._uncount(rel)
             if job.move_from is not None:
                 self.moving.discard(job.move_from)
                 if result.moved_from is None:
@@ -399,6 +429,7 @@ class Ledger:
     def _unready(self, rel: str) -> None:
         """Take a queued job back (its file changed or left); a move gives its old path back to the deletes."""
         job = self.ready.pop(rel, None)
+        self._uncount(rel)
         if job is not None and job.move_from is not None:
             self.moving.discard(job.move_from)
 

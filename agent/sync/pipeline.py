@@ -51,6 +51,7 @@ LARGE_BATCH = 1000  # events since the last full scan that call for another (ino
 STORM_QUIET = 1.0  # seconds without events after such a storm before the closing full scan
 IDLE_WAKE = 5.0  # the driver sleeps at most this long when nothing is due (events and results wake it)
 CLEAN_MARKER = "sync.clean"
+UNKNOWN_RETRY = 5.0  # seconds before a delete whose file could not be looked at (EACCES, EIO) is looked at again
 
 
 def in_loop_thread() -> bool:
@@ -244,8 +245,14 @@ class Pipeline:
         if record is not None:
             self._mount_record = record
         self._mount_recheck = False
-        if problem is None and self._running == 0:  # a sweep must not take the temp files of copies under way
-            problem = await self._clear_temps()
+        if problem is None and self._running == 0 and not self._temps_clear:
+            # a sweep must not take the temp files of copies: none runs now, and none starts while it walks
+            self._fenced += 1
+            try:
+                problem = await self._clear_temps()
+            finally:
+                self._fenced -= 1
+                self._poke()
         if problem != self._mount_problem:
             if problem is None:
                 log.info("sync.mount_ok", mount=self._mount)
@@ -434,7 +441,7 @@ class Pipeline:
         workers = self.source.copy_workers
         while self._tg is not None and ledger.ready and self._running < workers and not self._fenced:
             big_ok = self._running_big < max(1, workers // 2)  # the other half keeps small files moving
-            batch = ledger.take_batch(workers, self._batch_files, self._batch_bytes, big_ok=big_ok)
+            batch = ledger.take_batch(workers, self._batch_files, self._batch_bytes, big_ok=big_ok, now=self._clock())
             if not batch:
                 return
             big = len(batch) == 1 and batch[0].expect.size > SMALL
@@ -506,7 +513,10 @@ class Pipeline:
             self.request_scan()  # reports the source problem; nothing is deleted while the source is away
             return
         at = self._clock()
-        gone = [rel for rel in candidates if rel in states and states[rel] is None]  # not there: unknown is kept
+        gone = [rel for rel in candidates if rel in states and states[rel] is None]
+        for rel in candidates:
+            if rel not in states:  # unknown (its folder cannot be searched now): kept, and looked at again later
+                ledger.not_before[rel] = at + UNKNOWN_RETRY
         for rel in candidates:
             fs = states.get(rel)
             if fs is not None:

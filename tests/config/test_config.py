@@ -240,3 +240,41 @@ def test_a_tilde_is_the_home_folder_in_every_path() -> None:
     cfg = parse_config(doc, env={})
     home = Path.home()
     assert (cfg.source.path, cfg.dataset.mount, cfg.state_dir) == (home / "outbox", home / "mnt/d", home / "state")
+
+
+def test_a_missing_token_file_is_refused_only_where_it_would_be_read(tmp_path: Path) -> None:
+    """DOMINO_TOKEN_FILE naming no file fails a config that would use it (named as the variable), not one whose
+    API is the embedded emulator or whose proxy comes first."""
+    env = {"DOMINO_TOKEN_FILE": str(tmp_path / "none")}
+    parse_config(with_(domino={"url": "embedded"}), env=env)
+    parse_config(with_(domino={"url": "https://d.example", "api_proxy": "http://proxy.local"}), env=env)
+    with pytest.raises(ConfigError) as info:
+        parse_config(with_(domino={"url": "https://d.example"}), env=env)
+    assert info.value.key == "DOMINO_TOKEN_FILE"
+    with pytest.raises(ConfigError) as info:
+        parse_config(with_(domino={"url": "https://d.example", "token_file": str(tmp_path / "none")}), env={})
+    assert info.value.key == "domino.token_file"
+
+
+def test_a_secret_inside_a_wrong_value_is_not_shown() -> None:
+    """A section given as a list (or the whole file as one) shows its shape, never an api_key inside it."""
+    for doc in (with_(domino=[{"api_key": "sk-SECRET-1"}]), [{"api_key": "sk-SECRET-1"}]):
+        with pytest.raises(ConfigError) as info:
+            parse_config(doc, env={})
+        assert "sk-SECRET-1" not in str(info.value) and "(hidden)" in str(info.value)
+
+
+def test_yaml_merges_may_override_but_a_key_written_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("x: {<<: &m {<<: {a: 1}, a: 2}}\ny: *m\nsource: {path: in}\ndataset: {name: d}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "x"  # the unknown key, not a false "given twice" from the merge
+    path.write_text("source: {path: in}\ndataset: {name: d}\nsource: {path: other}\n")
+    with pytest.raises(ConfigError, match="given twice") as info:
+        load_config(path)
+    assert info.value.key == "source"
+
+
+def test_listen_accepts_host_names_with_underscores() -> None:
+    assert parse_config(with_(server={"listen": "domino_sync:9464"}), env={}).server.host == "domino_sync"

@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from sync.sync_kit import EngineFactory, refuse_listing, refuse_search, running,
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
 from agent.sync import copier as copier_mod
 from agent.sync import mount as mount_mod
+from agent.sync import pipeline as pipeline_mod
 from agent.sync.watcher import ScriptedWatcher
 
 
@@ -440,3 +442,76 @@ async def test_links_follow_an_edit_of_their_target_at_once(src: Path, mnt: Path
         await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 3)
         assert not links.target_of and not links.links_to and list(links.inode_of) == ["target.txt"]
         assert engine.status()["last_scan_at"] == scans  # all of it came from events, none from a rescan
+
+
+async def test_the_sweep_after_a_failed_copy_never_takes_a_running_copy_s_temp_file(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep a mount-side failure calls for walks the whole mount (slowed here, as a big mount is): no copy
+    starts while it walks, so no copy loses its temp file to it (found by review: ENOENT at the rename)."""
+    real_remove = pipeline_mod.remove_temps
+    sweeping = threading.Event()
+
+    def slow_remove(mount: str) -> int:  # a big mount takes a while to walk
+        sweeping.set()
+        time.sleep(0.3)
+        try:
+            return real_remove(mount)
+        finally:
+            sweeping.clear()
+
+    monkeypatch.setattr(pipeline_mod, "remove_temps", slow_remove)
+    real_replace = os.replace
+    fail_once = threading.Event()
+    fail_once.set()
+
+    def replace(a: Any, b: Any) -> None:
+        if fail_once.is_set() and os.fsdecode(b).endswith("/bad.bin"):
+            fail_once.clear()
+            raise OSError(errno.EIO, "Input/output error", b)
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    engine = make_engine(settle=0.02, rescan=3600, copy_hook=lambda rel: time.sleep(0.2))
+    write(src / "seed.txt", "s")
+    with capture_logs() as logs:
+        async with running(engine):
+            await wait_for(lambda: engine.idle() and (mnt / "seed.txt").exists(), 10)
+            write(src / "bad.bin", "b")  # fails once on the mount side: _temps_clear = False, recheck
+            await wait_for(lambda: not fail_once.is_set(), 10)
+            await wait_for(lambda: sweeping.is_set(), 10)  # the sweep started (no copy was running)
+            write(src / "new.txt", "n")  # a copy starts while the sweep walks the mount
+            await wait_for(lambda: engine.idle() and tree(mnt) == tree(src), 15)
+    failed = [e for e in logs if e["event"] == "sync.copy_failed"]
+    assert [e["path"] for e in failed] == ["bad.bin"]  # new.txt kept its temp file
+
+
+async def test_a_delete_whose_file_cannot_be_looked_at_waits_without_spinning(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file gone from the source whose folder turns r-- (or an NFS source answering EIO) before its delete
+    pass is unknown: kept in the mount, looked at again every few seconds, not in a busy loop."""
+    write(src / "a" / "f", "f")
+    write(src / "a" / "g", "g")
+    write(src / "other", "o")
+    engine = make_engine(settle=0.3, rescan=3600, max_delete=1.0)
+    locked = threading.Event()
+    refuse_search(monkeypatch, str(src / "a"), locked.is_set)
+    calls = [0]
+    real = engine._walker.stat_paths
+
+    def counting(*a: Any, **k: Any) -> Any:
+        calls[0] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine._walker, "stat_paths", counting)
+    async with running(engine):
+        await wait_for(lambda: engine.idle() and tree(mnt) == tree(src), 10)
+        (src / "a" / "f").unlink()
+        await wait_for(lambda: "a/f" in engine._ledger.absent, 10)
+        locked.set()  # the folder turns r-- (or the NFS source answers EIO/ESTALE) before the delete pass
+        await anyio.sleep(0.5)
+        before = calls[0]
+        await anyio.sleep(1.0)
+        assert calls[0] - before < 5
+        assert (mnt / "a" / "f").exists()

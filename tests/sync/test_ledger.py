@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
 from agent.sync.copier import CopyResult, Outcome
-from agent.sync.ledger import Ledger
+from agent.sync.ledger import MARKER_WAIT, Ledger
 from agent.sync.settle import NS, FileStat
 from agent.sync.statedb import Row, make_row
 
@@ -66,8 +66,8 @@ def test_a_file_queued_at_once_is_not_handed_out_again() -> None:
 
 
 def test_a_marker_is_taken_after_the_rest_of_its_folder() -> None:
-    """`_SUCCESS` waits while a file of its folder (or below) is being copied or is left ahead of it in the queue
-    (a big one while big workers are busy); a marker beside it or files of other folders do not hold it."""
+    """`_SUCCESS` waits while a file of its folder (or below) is queued or being copied (a big one while big
+    workers are busy too); a marker beside it or files of other folders do not hold it."""
     facts: list[Fact] = []
     book = Ledger({}, 1.0, True, facts.append, markers=frozenset({"_SUCCESS", "_DONE"}))
     for i, rel in enumerate(["out/p=1/a", "out/b", "out/_SUCCESS", "out/_DONE", "other/c", "other/_SUCCESS"]):
@@ -75,9 +75,11 @@ def test_a_marker_is_taken_after_the_rest_of_its_folder() -> None:
     first = book.take_batch(1, 2, 1 << 20)
     assert [j.path for j in first] == ["out/p=1/a", "out/b"]
     second = book.take_batch(1, 10, 1 << 20)
-    assert [j.path for j in second] == ["other/c", "other/_SUCCESS"]  # out's markers wait for its copies
+    assert [j.path for j in second] == ["other/c"]  # the markers wait for their folders' copies
     book.apply(first, [CopyResult(j.path, Outcome.COPIED, stat=j.expect, bytes=10) for j in first], 201.0)
     assert [j.path for j in book.take_batch(1, 10, 1 << 20)] == ["out/_SUCCESS", "out/_DONE"]
+    book.apply(second, [CopyResult("other/c", Outcome.COPIED, stat=second[0].expect, bytes=10)], 201.0)
+    assert [j.path for j in book.take_batch(1, 10, 1 << 20)] == ["other/_SUCCESS"]
 
     book, _ = ledger()
     book.markers = frozenset({"_SUCCESS"})
@@ -87,7 +89,21 @@ def test_a_marker_is_taken_after_the_rest_of_its_folder() -> None:
     assert [j.path for j in big] == ["d/big"]
     assert book.take_batch(1, 10, 1 << 30) == []  # the marker waits for it
     book.apply(big, [CopyResult("d/big", Outcome.COPIED, stat=big[0].expect, bytes=5 << 20)], 201.0)
-    assert [j.path for j in book.take_batch(1, 10, 1 << 30)] == ["d/_SUCCESS"]
+    marker = book.take_batch(1, 10, 1 << 30)
+    assert [j.path for j in marker] == ["d/_SUCCESS"]
+    book.apply(marker, [CopyResult("d/_SUCCESS", Outcome.COPIED, stat=marker[0].expect, bytes=1)], 202.0)
+    assert book.under == {} and book.counted == set()  # every copy counted is uncounted when it is done
+
+
+def test_a_marker_waits_at_most_marker_wait_for_its_folder() -> None:
+    """A root `_SUCCESS` under a producer that never stops writing would wait for ever: it goes once it has
+    waited MARKER_WAIT since it was first seen, files still running or not."""
+    book = Ledger({}, 1.0, True, lambda _fact: None, markers=frozenset({"_SUCCESS"}))
+    book.observe("a", fs(1, 100.0, ino=1), 200.0)
+    book.observe("_SUCCESS", fs(1, 100.0, ino=2), 200.0)
+    assert [j.path for j in book.take_batch(1, 1, 1 << 20, now=200.0)] == ["a"]
+    assert book.take_batch(1, 10, 1 << 20, now=200.0 + MARKER_WAIT - 1) == []
+    assert [j.path for j in book.take_batch(1, 10, 1 << 20, now=200.0 + MARKER_WAIT)] == ["_SUCCESS"]
 
 
 def test_unchanged_file_is_not_tracked() -> None:
