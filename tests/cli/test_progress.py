@@ -6,6 +6,7 @@ import io
 import os
 import pty
 import re
+import select
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -217,8 +218,19 @@ async def test_a_terminal_without_a_size_gets_a_full_line(monkeypatch: pytest.Mo
             done = {"copies": 2, "pending": 0, "bytes": 0, "last_scan_at": 1.0}
             with anyio.fail_after(5):
                 await show_first_sync(_scripted([{"copies": 0}, done]), stream=stream, interval=0, clock=_ticks())
-        drawn = os.read(master, 4096).decode()
+        drawn = _read_all(master)
     finally:
         os.close(master)
         os.close(slave)
     assert "]  2/2  0.0 MiB  0:00:02" in ANSI.sub("", drawn)
+
+
+def _read_all(fd: int) -> str:
+    """Everything written to the pseudo-terminal so far: it may hand the bar's draws over in several reads."""
+    chunks = []
+    while select.select([fd], [], [], 0.2)[0]:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
