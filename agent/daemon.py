@@ -492,7 +492,7 @@ class Agent:
         if not self.engine.ready:
             problem = self.engine.status().get("mount_problem")
             return False, f"mount: {problem}" if problem else "first scan not finished"
-        source = self.engine.status().get("source_problem")
+        source = self.engine.source_problem  # readiness is asked by every probe and scrape: no status() here
         if source:  # an unmounted or unreadable source: nothing reaches the mount (nothing is deleted either)
             return False, f"source: {source}"
         if self._api_problem is not None:
@@ -514,7 +514,7 @@ class Agent:
             "queue": self._queue_status(),
             "rules": [r.name for r in self.rules],
             "held": self.held(),
-            "last_error": self.last_error or (self.engine.status().get("last_error") if self.engine else None),
+            "last_error": self.last_error or (self.engine.last_error if self.engine else None),
         }
 
     def _sync_status(self) -> dict[str, Any] | None:

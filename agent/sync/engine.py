@@ -75,6 +75,16 @@ class SyncEngine(Pipeline):
         (mirror mode; deletes refused by max_delete aside)."""
         return self._ledger.pending_deletes()
 
+    @property
+    def source_problem(self) -> str | None:
+        """Why the source cannot be read now (unmounted, unreadable), or None; as in `status()`, without its cost."""
+        return self._source_problem
+
+    @property
+    def last_error(self) -> str | None:
+        """The last copy error while a file still fails, or None; as in `status()`, without its cost."""
+        return self._ledger.counters.last_error if self._ledger.failures else None
+
     def refused_deletes(self) -> Mapping[str, float]:
         """relpath -> first time its absence was seen, for files whose delete max_delete refused."""
         return self._ledger.refused_deletes()
@@ -106,7 +116,7 @@ class SyncEngine(Pipeline):
             "deletes": c.deletes,
             "delete_refused": len(self._ledger.held),
             "errors": c.errors,
-            "last_error": c.last_error if self._ledger.failures else None,  # while a file still fails
+            "last_error": self.last_error,
         }
 
     @contextlib.asynccontextmanager

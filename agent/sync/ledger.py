@@ -279,12 +279,10 @@ class Ledger:
     def apply(self, jobs: list[CopyJob], results: list[CopyResult], now: float) -> list[Failure]:
         """Copy results (already recorded in the DB when done). Returns the failures, retries scheduled."""
         failures: list[Failure] = []
-        counted = self.counted
         for job, result in zip(jobs, results, strict=True):
             rel = job.path
             self.inflight.discard(rel)
-            if counted:
-                self._uncount(rel)
+            self._uncount(rel)
             if job.move_from is not None:
                 self.moving.discard(job.move_from)
                 if result.moved_from is None:

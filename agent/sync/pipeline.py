@@ -513,13 +513,13 @@ class Pipeline:
             self.request_scan()  # reports the source problem; nothing is deleted while the source is away
             return
         at = self._clock()
-        gone = [rel for rel in candidates if rel in states and states[rel] is None]
+        gone: list[str] = []
         for rel in candidates:
             if rel not in states:  # unknown (its folder cannot be searched now): kept, and looked at again later
                 ledger.not_before[rel] = at + UNKNOWN_RETRY
-        for rel in candidates:
-            fs = states.get(rel)
-            if fs is not None:
+            elif (fs := states[rel]) is None:
+                gone.append(rel)
+            else:
                 ledger.observe(rel, fs, at)
         gone = [rel for rel in gone if rel in ledger.absent and rel not in ledger.moving]
         if not gone:
