@@ -218,10 +218,10 @@ class SyncEngine(Pipeline):
             self._final[""] = str(exc)
             log.error("sync.source_unavailable", error=str(exc))
             return self._report(0, None, start_copies, start_bytes, start_deletes)
-        self._apply_scan(scan, started, burst=True)
         deadline = started + self._once_settle_limit
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            await self._feed_scan(scan, started)
             await self._burst_copies(deadline)
             if self._mount_problem is None and self._ledger.mirror:
                 await self._delete_pass(self._clock(), burst=True)

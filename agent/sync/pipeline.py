@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import anyio.to_thread
 
 from agent.config import SourceConfig
@@ -51,6 +52,7 @@ LARGE_BATCH = 1000  # events since the last full scan that call for another (ino
 STORM_QUIET = 1.0  # seconds without events after such a storm before the closing full scan
 IDLE_WAKE = 5.0  # the driver sleeps at most this long when nothing is due (events and results wake it)
 CLEAN_MARKER = "sync.clean"
+FEED_SLICE = 1024  # changed files of a scan `once` feeds to the ledger between looks at whether a batch can start
 UNKNOWN_RETRY = 5.0  # seconds before a delete whose file could not be looked at (EACCES, EIO) is looked at again
 
 
@@ -348,6 +350,33 @@ class Pipeline:
 
     def _apply_scan(self, scan: ScanResult, at: float, *, burst: bool) -> None:
         """Feed a full scan: absences first (so moves pair up), then changed files."""
+        self._apply_absences(scan, at, burst=burst)
+        ledger = self._ledger
+        for rel in self._scan_order(scan):
+            ledger.observe(rel, scan.changed[rel], at)
+
+    async def _feed_scan(self, scan: ScanResult, at: float) -> None:
+        """`_apply_scan` for `once`, copying as it goes: the first batches start after the first slice of
+        changed files is fed, while the rest is (a first sync's 20,000 files take the ledger a tenth of a second;
+        the copies need not wait for the last of them). Needs the copy task group (`self._tg`)."""
+        self._apply_absences(scan, at, burst=True)
+        ledger, changed = self._ledger, scan.changed
+        order = self._scan_order(scan)
+        for start in range(0, len(order), FEED_SLICE):
+            for rel in order[start : start + FEED_SLICE]:
+                ledger.observe(rel, changed[rel], at)
+            if self._mount_problem is None and not self._mount_recheck:  # else `_burst_copies` looks first
+                self._start_batches()
+            await anyio.lowlevel.checkpoint()  # the batches just started go to their threads
+
+    def _scan_order(self, scan: ScanResult) -> list[str]:
+        """Changed files in path order: a folder's files one after another, as on disk; a marker after
+        everything under its folder."""
+        changed = scan.changed
+        return sorted(changed, key=self._marker_last) if self._marker_names else sorted(changed)
+
+    def _apply_absences(self, scan: ScanResult, at: float, *, burst: bool) -> None:
+        """What a full scan says besides its changed files: skips, unreadable folders, links, absences."""
         ledger = self._ledger
         self._log_skips(scan.skipped)
         self._note_unreadable(scan, full=True)
@@ -364,9 +393,6 @@ class Pipeline:
                 and not under_any(rel, scan.unreadable)
             ):
                 ledger.observe(rel, None, at)
-        # path order: a folder's files one after another, as on disk; a marker after everything under its folder
-        for rel in sorted(scan.changed, key=self._marker_last) if self._marker_names else sorted(scan.changed):
-            ledger.observe(rel, scan.changed[rel], at)
 
     def _marker_last(self, rel: str) -> str:
         """The sort key that puts a marker file after every other path under its folder."""
@@ -391,6 +417,10 @@ class Pipeline:
                 self._ledger.observe(rel, fs, at)
         for rel, fs in sub.changed.items():
             self._ledger.observe(rel, fs, at)
+        if self._burst and sub.unreadable:  # `once` does not wait out its settle limit for what it cannot look at:
+            for rel in due:  # the folder's failure says why (`_note_unreadable`)
+                if rel not in states:
+                    self._ledger.settler.forget(rel)
 
     async def _process_events(self) -> None:
         root = self._root + "/"

@@ -16,11 +16,13 @@ from typing import Any
 import anyio
 import pytest
 from structlog.testing import capture_logs
-from sync.sync_kit import EngineFactory, empty_folders, refuse_listing, temps, tree
+from sync.sync_kit import EngineFactory, empty_folders, refuse_listing, refuse_search, temps, tree
 
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
 from agent.sync import copier as copier_mod
 from agent.sync import mount as mount_mod
+from agent.sync import pipeline as pipeline_mod
+from agent.sync.ledger import Ledger
 from agent.sync.mountfs import temp_name
 from agent.sync.statedb import StateDB
 
@@ -407,12 +409,47 @@ async def test_the_plan_of_a_source_the_agent_will_create_is_empty(
     engine.close()
 
 
-async def test_a_marker_lands_in_the_mount_after_the_rest_of_its_folder(
+async def test_once_starts_copying_before_the_whole_scan_is_fed(
     src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`once` feeds its scan to the ledger a slice at a time and starts copies between slices: the first copy
+    does not wait for the last file of a big first sync to be looked at, and everything still arrives."""
+    monkeypatch.setattr(pipeline_mod, "FEED_SLICE", 8)
+    for i in range(64):
+        write(src / f"d{i // 16}" / f"f{i:02}.txt", str(i))
+    observed: list[str] = []
+    real_observe = Ledger.observe
+
+    def observe(self: Ledger, rel: str, *args: Any, **kwargs: Any) -> None:
+        observed.append(rel)
+        real_observe(self, rel, *args, **kwargs)
+
+    real_take = Ledger.take_batch
+    at_first_batch: list[int] = []
+
+    def take_batch(self: Ledger, *args: Any, **kwargs: Any) -> list[Any]:
+        batch = real_take(self, *args, **kwargs)
+        if batch and not at_first_batch:
+            at_first_batch.append(len(observed))
+        return batch
+
+    monkeypatch.setattr(Ledger, "observe", observe)
+    monkeypatch.setattr(Ledger, "take_batch", take_batch)
+    report = await make_engine().sync_once()
+    assert report.ok and report.copied == 64 and tree(mnt) == tree(src)
+    assert len(set(observed)) == 64
+    assert at_first_batch == [8]  # the first batch went to a worker after the first slice
+
+
+@pytest.mark.parametrize("feed_slice", [pipeline_mod.FEED_SLICE, 5])
+async def test_a_marker_lands_in_the_mount_after_the_rest_of_its_folder(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch, feed_slice: int
 ) -> None:
     """A job that reads the mount and waits for `_SUCCESS` (Spark's, Hadoop's convention) finds its folder
     complete: the marker is renamed into the mount after every other file under its folder, across batches and
-    workers, in a first sync (where a plain path sort puts `out/_SUCCESS` before `out/year=2026/...`)."""
+    workers, in a first sync (where a plain path sort puts `out/_SUCCESS` before `out/year=2026/...`), also
+    when the scan is fed to the ledger in slices with copies starting in between."""
+    monkeypatch.setattr(pipeline_mod, "FEED_SLICE", feed_slice)
     for folder in ("out", "logs"):
         for i in range(60):
             (src / folder / f"year={2000 + i % 3}").mkdir(parents=True, exist_ok=True)
@@ -438,3 +475,22 @@ async def test_a_marker_lands_in_the_mount_after_the_rest_of_its_folder(
         assert all(
             landed.index(rel) < marker for rel in landed if rel.startswith(folder + "/") and rel != landed[marker]
         )
+
+
+async def test_once_does_not_wait_for_a_file_whose_folder_turns_unreadable(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file still settling when `once` scanned, whose folder turns r-- (or answers EIO) before it is looked at
+    again, is reported with its folder's error at once, not as "still changing" after the settle limit."""
+    write(src / "a" / "new.csv", "1\n")
+    write(src / "b.csv", "2\n")
+    locked = threading.Event()
+    refuse_search(monkeypatch, str(src / "a"), locked.is_set)
+
+    def on_fact(fact: Fact) -> None:
+        if isinstance(fact, FileChanged) and fact.path == "a/new.csv":
+            locked.set()  # seen by the scan, still settling: its folder turns unreadable now
+
+    report = await make_engine(settle=0.3, once_settle_limit=30.0, on_fact=on_fact).sync_once()
+    assert dict(report.failed) == {"a": "source: permission denied"}
+    assert tree(mnt) == {"b.csv": b"2\n"}
