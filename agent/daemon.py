@@ -28,6 +28,7 @@ from agent.bootstrap import bootstrap, bootstrap_key, forget_known, load_known, 
 from agent.config import Config, MarkerWhen, check_mount_overlap
 from agent.errors import AgentError, ApiError, AuthenticationError, ConfigError
 from agent.facts import Fact, FileChanged, FileDeleted, FileSynced, ManualRequest, Tick
+from agent.holding import holding
 from agent.logs import get_logger, redact, register_secret
 from agent.metrics import Metrics
 from agent.queue import TaskQueue
@@ -366,50 +367,12 @@ class Agent:
 
     def covered(self, request: SnapshotRequest) -> bool:
         """True when the request may be sent now (the queue asks every 0.2 s: this stops at the first file that
-        holds it; `waiting_for` counts them)."""
-        return self._holding(request, count=False) is None
+        holds it; `waiting_for` counts them). See holding.py."""
+        return holding(request, self.engine, self._scan_wanted_at, count=False) is None
 
     def waiting_for(self, request: SnapshotRequest) -> str | None:
         """What the request waits for before it is sent (None: nothing), for status and `once`'s summary."""
-        return self._holding(request, count=True)
-
-    def _holding(self, request: SnapshotRequest, *, count: bool) -> str | None:
-        """What holds the request: a file under its scopes, changed before it was requested, still pending; a
-        file that left the source before it still to leave the mount; any file whose delete the rail refused (a
-        snapshot is of the whole dataset: it would hold two runs' files); in daemon mode, a full scan started
-        after the request."""
-        if self.engine is None:
-            return "the agent to start"
-        cutoff = request.requested_at
-        if self._scan_wanted_at is not None:
-            scanned = self.engine.status().get("last_scan_at")
-            if scanned is None or scanned < self._scan_wanted_at:
-                return "a full scan of the source"
-            cutoff = max(cutoff, scanned + 0.001)
-        scopes = request.scopes
-        waiting = (
-            path
-            for path, first_seen in self.engine.pending().items()
-            if first_seen <= cutoff and any(s == "" or path == s or path.startswith(s + "/") for s in scopes)
-        )
-        # what left the source before the request leaves the mount first, in any folder (a producer that rotates
-        # drops yesterday's folder, then writes today's and its marker)
-        leaving = (path for path, first_seen in self.engine.pending_deletes().items() if first_seen <= cutoff)
-        refused = iter(self.engine.refused_deletes())  # whenever they left: the mount is not the source's now
-        for paths, what in (
-            (waiting, "not in the mount yet"),
-            (leaving, "to leave the mount (they left the source)"),
-            (refused, "left the source, but deleting them was refused (source.max_delete)"),
-        ):
-            first = next(paths, None)
-            if first is not None:
-                if not count:
-                    return what
-                rest = list(paths)
-                number = 1 + len(rest)
-                shown = min([first, *rest])
-                return f"{number} file{'s' if number > 1 else ''} {what}, such as {shown}"
-        return None
+        return holding(request, self.engine, self._scan_wanted_at, count=True)
 
     def _on_queue_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "queue.snapshot_created":

@@ -76,6 +76,11 @@ class SyncEngine(Pipeline):
         return self._ledger.pending_deletes()
 
     @property
+    def last_scan_at(self) -> float | None:
+        """When the last full scan that completed started (epoch seconds), or None before the first."""
+        return self._last_scan_at
+
+    @property
     def source_problem(self) -> str | None:
         """Why the source cannot be read now (unmounted, unreadable), or None; as in `status()`, without its cost."""
         return self._source_problem
