@@ -127,7 +127,11 @@ class Agent:
             mount_root=emu_cfg.mount_root,
             dialect=emu_cfg.dialect,
         )
-        async with running_emulator(options) as emu:
+        async with AsyncExitStack() as stack:
+            try:
+                emu = await stack.enter_async_context(running_emulator(options))
+            except ConfigError as exc:  # its data folder is another emulator's: named as the config names it
+                raise exc.under("domino.emulator") from None
             register_secret(emu.default_key)
             log.info("agent.embedded_emulator", url=emu.url, mount_root=str(emu.mount_root))
             domino = self.config.domino.model_copy(

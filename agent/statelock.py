@@ -1,4 +1,5 @@
-"""One agent per state folder: `state_dir/agent.lock`, held with flock for the agent's life.
+"""One agent per state folder: `state_dir/agent.lock`, held with flock for the agent's life (and one emulator per
+data folder: `data_dir/emulator.lock`).
 
 Two agents on one state folder would copy the same files and snapshot the same drops twice, each trusting
 rows the other is rewriting. The second one stops at start with a config error naming `state_dir` and the
@@ -22,19 +23,25 @@ LOCK_NAME = "agent.lock"
 @contextlib.contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
     """Hold the state folder's lock until the block ends; ConfigError when another process holds it."""
-    path = state_dir / LOCK_NAME
+    with folder_lock(state_dir, LOCK_NAME, "state_dir", "a state folder no other running agent uses"):
+        yield
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, name: str, key: str, expected: str) -> Iterator[None]:
+    """Hold `folder/name` locked until the block ends; ConfigError on `key` when another process holds it (the
+    emulator's data folder takes one too: two emulators on one database would hand out the same ids)."""
+    path = folder / name
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise ConfigError("state_dir", str(state_dir), f"a folder the agent can write ({exc.strerror})") from None
+        raise ConfigError(key, str(folder), f"a folder this process can write ({exc.strerror})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-            raise ConfigError(
-                "state_dir", str(state_dir), f"a state folder no other running agent uses (pid {holder} holds it)"
-            ) from None
+            raise ConfigError(key, str(folder), f"{expected} (pid {holder} holds it)") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

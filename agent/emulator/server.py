@@ -31,10 +31,12 @@ from agent.emulator.options import EmulatorOptions
 from agent.emulator.store import Store
 from agent.errors import ConfigError, StateError
 from agent.logs import get_logger, register_secret
+from agent.statelock import folder_lock
 
 DEFAULT_USER = "admin"
 DEFAULT_KEY_META = "default_user_key"
 SHUTDOWN_TIMEOUT = 2.0
+LOCK_NAME = "emulator.lock"  # held for the emulator's life: one emulator per data folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +81,17 @@ def _default_key(store: Store) -> str:
     return key
 
 
-def _open(options: EmulatorOptions, folders: Folders) -> Store:
+def _open(options: EmulatorOptions, folders: Folders, stack: ExitStack) -> Store:
+    """The emulator's store, its data folder locked in `stack` first (one emulator per data folder)."""
     try:
         options.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StateError(f"cannot create emulator data dir {options.data_dir}: {exc.strerror}") from exc
+    stack.enter_context(folder_lock(options.data_dir, LOCK_NAME, "data_dir", "a data folder no other emulator uses"))
     folders.ensure_root()
-    return Store(options.db_path)
+    store = Store(options.db_path)
+    stack.callback(store.close)  # before the lock goes
+    return store
 
 
 @asynccontextmanager
@@ -94,8 +100,12 @@ async def running_emulator(options: EmulatorOptions) -> AsyncIterator[RunningEmu
     options.validate()
     dialect = Dialect(options.dialect)
     folders = Folders(options.resolved_mount_root)
-    store = await anyio.to_thread.run_sync(_open, options, folders)
     stack = ExitStack()
+    try:
+        store = await anyio.to_thread.run_sync(_open, options, folders, stack)
+    except BaseException:
+        stack.close()
+        raise
     try:
         keys = dict(options.users) or {DEFAULT_USER: await anyio.to_thread.run_sync(_default_key, store)}
         for key in keys.values():
@@ -140,8 +150,7 @@ async def running_emulator(options: EmulatorOptions) -> AsyncIterator[RunningEmu
                 await runner.cleanup()
             _log().info("emulator.stopped", host=options.host, port=port)
     finally:
-        stack.close()  # delayed snapshot copies not taken yet stay `pending`
-        store.close()
+        stack.close()  # delayed snapshot copies not taken yet stay `pending`; the store closes, then the lock goes
 
 
 class EmulatorThread:

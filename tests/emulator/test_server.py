@@ -4,6 +4,7 @@ and the seed document's own `requests` examples run against it with only base_ur
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,15 @@ def test_seed_python_examples_run_unchanged(tmp_path: Path, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert "Created dataset: dataset-" in out and "Created snapshot: snapshot-" in out
     assert "Snapshot: snapshot-" in out and f"Dataset ready: {dataset_id}" in out
+
+
+async def test_a_second_emulator_on_one_data_folder_is_refused_until_the_first_stops(tmp_path: Path) -> None:
+    """Two emulators on one database would hand out the same ids: the second stops at start with a ConfigError
+    on `data_dir` naming the holder; once the first has stopped, the folder is free again."""
+    async with running_emulator(EmulatorOptions(data_dir=tmp_path / "emu", users=USERS)):
+        with pytest.raises(ConfigError) as caught:
+            async with running_emulator(EmulatorOptions(data_dir=tmp_path / "emu", users=USERS)):
+                pass
+        assert caught.value.key == "data_dir" and f"pid {os.getpid()}" in str(caught.value)
+    async with running_emulator(EmulatorOptions(data_dir=tmp_path / "emu", users=USERS)) as emu:
+        assert emu.port != 0
