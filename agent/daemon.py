@@ -126,11 +126,12 @@ class Agent:
             data_dir=emu_cfg.data_dir,
             mount_root=emu_cfg.mount_root,
             dialect=emu_cfg.dialect,
+            exclusive=False,  # `check` and dry runs beside a running agent start one on the same folder
         )
         async with AsyncExitStack() as stack:
             try:
                 emu = await stack.enter_async_context(running_emulator(options))
-            except ConfigError as exc:  # its data folder is another emulator's: named as the config names it
+            except ConfigError as exc:  # a standalone emulator serves its folder: named as the config names it
                 raise exc.under("domino.emulator") from None
             register_secret(emu.default_key)
             log.info("agent.embedded_emulator", url=emu.url, mount_root=str(emu.mount_root))

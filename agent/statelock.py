@@ -28,9 +28,10 @@ def state_lock(state_dir: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, name: str, key: str, expected: str) -> Iterator[None]:
+def folder_lock(folder: Path, name: str, key: str, expected: str, *, shared: bool = False) -> Iterator[None]:
     """Hold `folder/name` locked until the block ends; ConfigError on `key` when another process holds it (the
-    emulator's data folder takes one too: two emulators on one database would hand out the same ids)."""
+    emulator's data folder takes one too: two emulators serving one database would hand out the same ids). A
+    `shared` lock admits other shared holders and no exclusive one."""
     path = folder / name
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -38,7 +39,7 @@ def folder_lock(folder: Path, name: str, key: str, expected: str) -> Iterator[No
         raise ConfigError(key, str(folder), f"a folder this process can write ({exc.strerror})") from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
             raise ConfigError(key, str(folder), f"{expected} (pid {holder} holds it)") from None

@@ -27,6 +27,7 @@ class EmulatorOptions:
     snapshot_delay: float = 0.0  # > 0: a create answers `pending` at once and the copy is taken that much later
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port
+    exclusive: bool = True  # its data folder to itself; False: shared with other such emulators (see server.py)
 
     @property
     def resolved_mount_root(self) -> Path:

@@ -36,7 +36,10 @@ from agent.statelock import folder_lock
 DEFAULT_USER = "admin"
 DEFAULT_KEY_META = "default_user_key"
 SHUTDOWN_TIMEOUT = 2.0
-LOCK_NAME = "emulator.lock"  # held for the emulator's life: one emulator per data folder
+LOCK_NAME = "emulator.lock"
+"""Held for the emulator's life: `domino-sync emulator` keeps its data folder to itself; the agent's embedded
+emulators share theirs (`exclusive=False`: `check` and `once --dry-run` start one beside a running agent's), and
+neither kind starts while the other holds it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,8 @@ def _open(options: EmulatorOptions, folders: Folders, stack: ExitStack) -> Store
         options.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StateError(f"cannot create emulator data dir {options.data_dir}: {exc.strerror}") from exc
-    stack.enter_context(folder_lock(options.data_dir, LOCK_NAME, "data_dir", "a data folder no other emulator uses"))
+    expected = "a data folder no other emulator serves"
+    stack.enter_context(folder_lock(options.data_dir, LOCK_NAME, "data_dir", expected, shared=not options.exclusive))
     folders.ensure_root()
     store = Store(options.db_path)
     stack.callback(store.close)  # before the lock goes

@@ -32,7 +32,7 @@ from agent.backoff import backoff_delay
 from agent.errors import SourceError
 from agent.logs import get_logger
 from agent.sync.mount import mount_problem, read_record
-from agent.sync.pipeline import CLEAN_MARKER, IDLE_WAKE, LARGE_BATCH, STORM_QUIET, Pipeline
+from agent.sync.pipeline import CLEAN_MARKER, IDLE_WAKE, LARGE_BATCH, STORM_QUIET, Pipeline, unknown_because
 from agent.sync.plan import Plan, plan_sync
 from agent.sync.scan import ScanResult
 from agent.sync.statedb import StateDB
@@ -227,15 +227,21 @@ class SyncEngine(Pipeline):
         async with anyio.create_task_group() as tg:
             self._tg = tg
             await self._feed_scan(scan, started)
+            self._last_scan_at, self._last_scan_files = started, scan.files  # the progress bar's total is known
             await self._burst_copies(deadline)
             if self._mount_problem is None and self._ledger.mirror:
                 await self._delete_pass(self._clock(), burst=True)
                 if self._conflicts and self._mount_problem is None:
-                    for rel in sorted(self._conflicts):
+                    looked = sorted(self._conflicts)
+                    for rel in looked:
                         self._final.pop(rel, None)
-                    states, _ = await self._stat(sorted(self._conflicts))
+                    states, sub = await self._stat(looked)
                     self._conflicts.clear()
+                    self._note_unreadable(sub)
                     now = self._clock()
+                    for rel in looked:
+                        if rel not in states:  # its folder turned unreadable: reported, not forgotten
+                            self._final[rel] = unknown_because(rel, sub)
                     for rel, fs in states.items():
                         self._ledger.observe(rel, fs, now, since=now - self.source.settle)
                     await self._burst_copies(deadline)

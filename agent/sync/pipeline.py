@@ -65,6 +65,11 @@ def in_loop_thread() -> bool:
     return True
 
 
+def unknown_because(rel: str, sub: ScanResult) -> str:
+    """Why `stat_paths` left `rel` out (an EACCES or EIO on it or its folder): the error, as `once` reports it."""
+    return f"source: {sub.why_unreadable.get(rel.rpartition('/')[0], 'cannot be looked at')}"
+
+
 def _ignore_fact(fact: Fact) -> None:
     return None
 
@@ -334,7 +339,7 @@ class Pipeline:
             log.info("sync.source_ok", source=self._root)
             self._restart_watcher()
         self._source_problem = None
-        self._apply_scan(scan, started, burst=False)
+        self._apply_scan(scan, started)
         self._scanned = True
         self._last_scan_at = started
         self._last_scan_files = scan.files
@@ -348,9 +353,9 @@ class Pipeline:
         self._poke()
         return True
 
-    def _apply_scan(self, scan: ScanResult, at: float, *, burst: bool) -> None:
-        """Feed a full scan: absences first (so moves pair up), then changed files."""
-        self._apply_absences(scan, at, burst=burst)
+    def _apply_scan(self, scan: ScanResult, at: float) -> None:
+        """Feed a full scan (daemon mode): absences first (so moves pair up), then changed files."""
+        self._apply_absences(scan, at, burst=False)
         ledger = self._ledger
         for rel in self._scan_order(scan):
             ledger.observe(rel, scan.changed[rel], at)
@@ -417,9 +422,10 @@ class Pipeline:
                 self._ledger.observe(rel, fs, at)
         for rel, fs in sub.changed.items():
             self._ledger.observe(rel, fs, at)
-        if self._burst and sub.unreadable:  # `once` does not wait out its settle limit for what it cannot look at:
-            for rel in due:  # the folder's failure says why (`_note_unreadable`)
+        if self._burst and sub.unreadable:  # `once` does not wait out its settle limit for what it cannot look at
+            for rel in due:
                 if rel not in states:
+                    self._final[rel] = unknown_because(rel, sub)
                     self._ledger.settler.forget(rel)
 
     async def _process_events(self) -> None:
@@ -536,7 +542,7 @@ class Pipeline:
         candidates = ledger.deletable(now)
         if not candidates:
             return
-        root_ok, (states, _) = await anyio.to_thread.run_sync(
+        root_ok, (states, sub) = await anyio.to_thread.run_sync(
             lambda: (self._walker.root_ok(), self._walker.stat_paths(candidates, self._ledger.rows))
         )
         if not root_ok:
@@ -547,6 +553,8 @@ class Pipeline:
         for rel in candidates:
             if rel not in states:  # unknown (its folder cannot be searched now): kept, and looked at again later
                 ledger.not_before[rel] = at + UNKNOWN_RETRY
+                if burst:  # `once` says so: the mount may still hold a file the source lost
+                    self._final[rel] = unknown_because(rel, sub)
             elif (fs := states[rel]) is None:
                 gone.append(rel)
             else:

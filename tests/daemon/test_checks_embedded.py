@@ -7,9 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from e2e_support import running_agent
 
 from agent.checks import run_checks
 from agent.config import Config
+from agent.dryrun import dry_run
+from agent.emulator import EmulatorOptions, running_emulator
 from agent.errors import ConfigError
 from agent.statelock import folder_lock
 
@@ -44,10 +47,25 @@ async def test_a_missing_mount_of_an_existing_dataset_fails_the_check(tmp_path: 
     assert not gone["mount"][0] and "will be created" not in gone["mount"][1], gone["mount"]
 
 
-async def test_an_embedded_emulator_whose_data_folder_another_uses_is_a_config_error(tmp_path: Path) -> None:
-    """Two agents with the embedded emulator on one `domino.emulator.data_dir` (its default is relative: two
-    agents started in one folder share it) would hand out the same ids from one database: the second stops at
-    start, the key named as the config names it."""
+async def test_check_and_a_dry_run_work_beside_a_running_agent_on_the_embedded_emulator(tmp_path: Path) -> None:
+    """`check` and `once --dry-run` start their own embedded emulator on the running agent's data folder: the
+    embedded emulators share it (the lock keeps out only a standalone `domino-sync emulator`)."""
+    from agent.daemon import Agent
+
+    config = _config(tmp_path)
+    async with running_agent(config):
+        results = {name: ok for name, ok, _ in await run_checks(config)}
+        assert all(results.values()), results
+        summary = await dry_run(Agent(config, env={}))
+        assert summary["dataset"]["name"] == "demo"
+
+
+async def test_an_embedded_emulator_whose_data_folder_a_standalone_emulator_serves_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    """A standalone emulator keeps its data folder to itself: an agent whose embedded emulator would open the
+    same database stops at start, the key named as the config names it; so does a standalone emulator started
+    on an embedded one's folder."""
     from agent.daemon import Agent
 
     config = _config(tmp_path)
@@ -56,5 +74,9 @@ async def test_an_embedded_emulator_whose_data_folder_another_uses_is_a_config_e
         await Agent(config).once(drain_timeout=10)
     assert caught.value.key == "domino.emulator.data_dir"
     assert f"pid {os.getpid()}" in str(caught.value)
-    code, _ = await Agent(config).once(drain_timeout=10)  # the lock went with its holder
+    async with running_agent(config):
+        with pytest.raises(ConfigError, match="data_dir"):
+            async with running_emulator(EmulatorOptions(data_dir=tmp_path / "emu")):
+                pass
+    code, _ = await Agent(config).once(drain_timeout=10)  # the locks went with their holders
     assert code == 0

@@ -35,11 +35,13 @@ def both(view: View | None, req: SnapshotRequest, wanted: float | None = None) -
 
 
 def test_nothing_holds_a_request_when_everything_before_it_is_in_the_mount() -> None:
+    """Changes and departures seen after the request do not hold it."""
     view = View(waiting={"late.csv": 101.0}, leaving={"gone-later.csv": 102.0})  # both seen after the request
     assert both(view, request()) == (None, None)
 
 
 def test_files_under_the_scopes_changed_before_the_request_hold_it_and_are_counted() -> None:
+    """Only pending files under the request's scopes, seen before it, hold it; the count names the first."""
     view = View(waiting={"out/b.csv": 99.0, "out/a.csv": 50.0, "other/c.csv": 10.0, "outside.csv": 10.0})
     short, counted = both(view, request(scopes=("out",)))
     assert short == "not in the mount yet"
@@ -50,6 +52,7 @@ def test_files_under_the_scopes_changed_before_the_request_hold_it_and_are_count
 
 
 def test_a_file_that_left_the_source_before_the_request_holds_it_in_any_folder() -> None:
+    """A delete still to come holds a request for another folder too (yesterday's folder goes first)."""
     view = View(leaving={"yesterday/part-0.csv": 90.0})
     assert both(view, request(scopes=("today",))) == (
         "to leave the mount (they left the source)",
@@ -58,6 +61,7 @@ def test_a_file_that_left_the_source_before_the_request_holds_it_in_any_folder()
 
 
 def test_a_refused_delete_holds_every_request_whenever_it_left() -> None:
+    """Deletes the rail refused hold every request, even one made before they left."""
     view = View(refused={"run1/a.csv": 500.0, "run1/b.csv": 501.0})
     short, counted = both(view, request(at=100.0, scopes=("run2",)))
     assert short == "left the source, but deleting them was refused (source.max_delete)"
@@ -65,6 +69,7 @@ def test_a_refused_delete_holds_every_request_whenever_it_left() -> None:
 
 
 def test_in_daemon_mode_a_request_waits_for_a_full_scan_started_after_it_then_for_what_that_scan_found() -> None:
+    """A request waits for a scan started after it, then for the files that scan found, seen before it ended."""
     req = request(at=100.0)
     assert both(View(last_scan_at=None), req, wanted=100.0)[0] == "a full scan of the source"
     assert both(View(last_scan_at=99.0), req, wanted=100.0)[0] == "a full scan of the source"
@@ -74,4 +79,5 @@ def test_in_daemon_mode_a_request_waits_for_a_full_scan_started_after_it_then_fo
 
 
 def test_before_the_engine_exists_a_request_waits_for_the_agent_to_start() -> None:
+    """Without a sync engine yet, the answer is that the agent is starting."""
     assert both(None, request()) == ("the agent to start", "the agent to start")

@@ -130,3 +130,24 @@ def test_bad_flags_are_one_line_and_exit_2(args: list[str]) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("domino-sync: error: emulator:"), lines
     assert time.monotonic() - started < 5
+
+
+def test_a_second_emulator_on_one_data_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """While one `domino-sync emulator` serves a data folder, a second one on it stops at start: one line naming
+    the folder and the pid that holds it, exit 2 (the first keeps serving)."""
+    proc, banner = start("--data-dir", str(tmp_path), "--user", "a:k")
+    try:
+        url = BANNER.match(banner)
+        assert url is not None, banner
+        second = subprocess.run(
+            [sys.executable, "-m", "agent", "emulator", "--port", "0", "--data-dir", str(tmp_path), "--user", "a:k"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "data_dir" in lines[0] and f"pid {proc.pid}" in lines[0], lines
+        assert requests.get(f"{url.group(1)}/__emulator__/stats", timeout=5).ok
+    finally:
+        assert stop(proc, signal.SIGTERM) == 0

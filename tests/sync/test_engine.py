@@ -492,5 +492,92 @@ async def test_once_does_not_wait_for_a_file_whose_folder_turns_unreadable(
             locked.set()  # seen by the scan, still settling: its folder turns unreadable now
 
     report = await make_engine(settle=0.3, once_settle_limit=30.0, on_fact=on_fact).sync_once()
-    assert dict(report.failed) == {"a": "source: permission denied"}
+    assert dict(report.failed) == {"a": "source: permission denied", "a/new.csv": "source: permission denied"}
     assert tree(mnt) == {"b.csv": b"2\n"}
+
+
+async def test_once_names_a_file_that_fails_to_be_looked_at_in_a_readable_folder(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file still settling when `once` scanned that answers EIO when looked at again is reported by name, its
+    neighbours copied."""
+    write(src / "a" / "bad.csv", "1")
+    write(src / "a" / "good.csv", "2")
+    armed = threading.Event()
+    real_lstat = os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if armed.is_set() and os.fsdecode(path).endswith("a/bad.csv"):
+            raise OSError(errno.EIO, "Input/output error", path)
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+
+    def on_fact(fact: Fact) -> None:
+        if isinstance(fact, FileChanged) and fact.path == "a/bad.csv":
+            armed.set()
+
+    report = await make_engine(settle=0.3, once_settle_limit=30.0, on_fact=on_fact).sync_once()
+    assert dict(report.failed)["a/bad.csv"] == "source: input/output error"
+    assert tree(mnt) == {"a/good.csv": b"2"}
+
+
+async def test_once_reports_a_conflict_whose_folder_turns_unreadable_before_its_second_look(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file kept out of the mount by a folder in its way is looked at again after the delete pass; when its
+    source folder cannot be read by then, it stays in the report (it used to vanish from it: `ok` with the mount
+    out of sync)."""
+    write(src / "a" / "x.csv", "1")
+    (mnt / "a" / "x.csv").mkdir(parents=True)
+    (mnt / "a" / "x.csv" / "keep").write_text("k")
+    locked = threading.Event()
+    refuse_search(monkeypatch, str(src / "a"), locked.is_set)
+    engine = make_engine(delete="mirror")
+    real_pass = engine._delete_pass
+
+    async def delete_pass(*args: Any, **kwargs: Any) -> None:
+        locked.set()  # after the copies, before the conflict's second look
+        await real_pass(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_delete_pass", delete_pass)
+    report = await engine.sync_once()
+    assert not report.ok
+    assert dict(report.failed)["a/x.csv"] == "source: permission denied"
+
+
+async def test_once_reports_a_delete_it_could_not_decide(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mirror mode: a file that left the source, whose folder cannot be searched when the delete pass looks at
+    it, stays in the mount (it may be there still) and `once` says so instead of reporting everything in sync."""
+    write(src / "a" / "old.csv", "1")
+    write(src / "a" / "keep.csv", "2")
+    assert (await make_engine(delete="mirror", max_delete=1.0).sync_once()).ok
+    (src / "a" / "old.csv").unlink()
+    locked = threading.Event()
+    refuse_search(monkeypatch, str(src / "a"), locked.is_set)
+    engine = make_engine(delete="mirror", max_delete=1.0)
+    real_pass = engine._delete_pass
+
+    async def delete_pass(*args: Any, **kwargs: Any) -> None:
+        locked.set()  # after the scan saw old.csv gone, before the delete pass looks at it again
+        await real_pass(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_delete_pass", delete_pass)
+    report = await engine.sync_once()
+    assert not report.ok
+    assert dict(report.failed)["a/old.csv"] == "source: permission denied"
+    assert (mnt / "a" / "old.csv").exists()
+
+
+async def test_once_knows_its_total_once_the_scan_is_fed(src: Path, make_engine: EngineFactory) -> None:
+    """The progress bar's total (`last_scan_at` set, files counted) is there while `once` copies, not only at
+    the end: it reads the engine's status."""
+    for i in range(40):
+        write(src / f"f{i:02}.txt", str(i))
+    seen: list[bool] = []
+    engine = make_engine(batch_files=4, copy_hook=lambda rel: seen.append(engine._last_scan_at is not None))
+    report = await engine.sync_once()
+    assert report.copied == 40 and seen and seen[-1]
+    assert engine.status()["last_scan_files"] == 40
