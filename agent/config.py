@@ -204,6 +204,8 @@ class MarkerWhen(_Model):
     def _plain_name(cls, value: str) -> str:
         if "/" in value or value in (".", ".."):
             raise ValueError("a file name without '/' such as _SUCCESS")
+        if any(char in value for char in "*?["):  # taken literally, "*.done" would wait for a file named so
+            raise ValueError("one exact file name such as _SUCCESS, not a pattern")
         return value
 
 

@@ -21,7 +21,9 @@ class FileSynced:
     """`path` is now in the mount with `size` bytes. `first_line` is set for marker files. `moved_from` is set when
     the file was renamed inside the mount from that path (no bytes were copied; a `FileDeleted` with `moved_to`
     goes with it). `adopted` when the mount already held these exact bytes, nothing was written, and the agent had
-    no record of the file (a new state folder over a filled mount): no new data for the rules."""
+    no record of the file (a new state folder over a filled mount): no new data for the rules. `restored` when
+    it was copied again, unchanged, because the mount lost it (wiped, swapped, files removed by hand): written,
+    but no new data for the rules either (no marker fires again, no count grows)."""
 
     path: str
     size: int
@@ -29,6 +31,7 @@ class FileSynced:
     first_line: str | None = None
     moved_from: str | None = None
     adopted: bool = False
+    restored: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ def _deleted(sync: dict[str, Any]) -> str:
     done = str(sync.get("deletes", 0))
     if not refused:
         return done
-    return f"{done}; {refused} refused (more than source.max_delete at once: raise it, or delete by hand)"
+    return f"{done}; {refused} refused (more than source.max_delete at once: raise it and restart, or put them back)"
 
 
 def _depth(queue: dict[str, Any]) -> str:

@@ -277,8 +277,8 @@ def _on_fact(rule: RuleConfig, st: RuleState, fact: Fact, markers: frozenset[str
         if isinstance(when, ManualWhen):
             return st, _Trigger(tags=tuple(safe_tag(tag) for tag in fact.tags))
         return st, None
-    if isinstance(fact, FileSynced) and fact.adopted:
-        return st, None  # found already in the mount, written by an earlier agent: no new data, no new trigger
+    if isinstance(fact, FileSynced) and (fact.adopted or fact.restored):
+        return st, None  # found in the mount, or copied again after the mount lost it: no new data, no trigger
     if isinstance(fact, FileSynced) and isinstance(when, MarkerWhen):
         folder, _, name = fact.path.rpartition("/")
         if name == when.marker and _glob_ok(rule.glob, fact.path):
@@ -302,6 +302,8 @@ def _gate(
     """Fire now, hold the trigger for min_interval, or release a held one."""
     if trig is None and not st.pending:
         return st, None
+    if trig is not None and trig.scopes == ("",) and rule.glob is not None:
+        trig = replace(trig, scopes=(glob_folder(rule.glob),))  # the rule counts only there: it waits only there
     scopes = st.pending_scopes + (trig.scopes if trig else ())
     marks = st.pending_markers + (trig.markers if trig else ())
     extra = st.pending_tags + (trig.tags if trig else ())
@@ -352,6 +354,22 @@ def check_glob(glob: str) -> None:
         pathspec.GitIgnoreSpec.from_lines([glob])
     except ValueError as exc:  # pathspec's GitIgnorePatternError is a ValueError
         raise ValueError(f"glob {glob!r} is not a valid pattern: {exc}") from None
+
+
+def glob_folder(glob: str) -> str:
+    """The folder every path a gitignore-style `glob` matches lies under ('' when it may match anywhere): its
+    leading folders up to the first one with a wildcard. A pattern with no '/' but a trailing one matches at
+    any depth."""
+    text = glob.strip()
+    if "/" not in text.rstrip("/"):
+        return ""
+    parts = text.strip("/").split("/")
+    folders: list[str] = []
+    for part in parts[:-1]:
+        if any(char in part for char in "*?[\\"):
+            break
+        folders.append(part)
+    return "/".join(folders)
 
 
 def _glob_ok(glob: str | None, path: str) -> bool:

@@ -126,11 +126,13 @@ class SyncEngine(Pipeline):
 
     @contextlib.asynccontextmanager
     async def fence(self, poll: float = 0.05) -> AsyncIterator[None]:
-        """Inside, no copy runs: batches wait to start and the running ones finish first. A snapshot is taken
-        inside, so it never holds a copy's temp file (a half-written file) or a batch half renamed into place."""
+        """Inside, no copy and no delete runs: batches and delete passes wait to start, the running ones finish
+        first. A snapshot is taken inside, so it never holds a copy's temp file (a half-written file), a batch half
+        renamed into place, or misses files deleted while Domino was still taking it (a folder removed right after
+        its marker)."""
         self._fenced += 1
         try:
-            while self._running:  # noqa: ASYNC110 - batches end in worker threads; a poll is the simple wait
+            while self._running or self._busy:  # noqa: ASYNC110 - they end in worker threads; a poll is the simple wait
                 await anyio.sleep(poll)
             if self._mount_problem is None:
                 await self._clear_temps()  # a copy that failed on the mount's side may have left one: not in a snapshot
@@ -358,10 +360,10 @@ class SyncEngine(Pipeline):
                 await self._confirm(due)
             now = self._clock()
             if self._mount_problem is None:
-                if ledger.mirror and ledger.absent:
+                if ledger.mirror and ledger.absent and not self._fenced:
                     await self._delete_pass(now, burst=False)
                 self._start_batches()
-            next_at = ledger.next_wake(now, deletes=self._mount_problem is None)
+            next_at = ledger.next_wake(now, deletes=self._mount_problem is None and not self._fenced)
             delay = IDLE_WAKE if next_at is None else min(IDLE_WAKE, max(0.005, next_at - self._clock()))
             if not self._dirty:
                 with anyio.move_on_after(delay):

@@ -62,6 +62,7 @@ class Ledger:
     absent: dict[str, Row] = field(default_factory=dict)
     absent_keys: dict[tuple[int, int, int], str] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)
+    restoring: dict[str, Row] = field(default_factory=dict)  # rows the mount lost, until copied again (drop_rows)
     failures: dict[str, int] = field(default_factory=dict)
     not_before: dict[str, float] = field(default_factory=dict)
     last_absent: float = 0.0
@@ -98,7 +99,7 @@ class Ledger:
                 self._drop(rel)
             return
         old, watch = settler.note(rel, sig, at, since=since, schedule=False)
-        if old is None or old.sig is None:
+        if (old is None or old.sig is None) and not self._restoring(rel, sig):
             self.on_fact(FileChanged(rel, at))
         if rel in self.ready:
             if self.ready[rel].expect.key == sig.key:
@@ -320,7 +321,13 @@ class Ledger:
         # found: the bytes were there and the agent had no record of them (a claimed intent of a killed agent has
         # a row: its file is the agent's own work, and its facts, a marker's trigger among them, come now)
         found = result.outcome is Outcome.ADOPTED and not had_row
-        self.on_fact(FileSynced(rel, stat.size, now, result.first_line, moved_from=result.moved_from, adopted=found))
+        restored = self._restoring(rel, stat)  # copied again, unchanged, after the mount lost it
+        self.restoring.pop(rel, None)
+        self.on_fact(
+            FileSynced(
+                rel, stat.size, now, result.first_line, moved_from=result.moved_from, adopted=found, restored=restored
+            )
+        )
         watch = self.settler.get(rel)
         if watch is None or (watch.sig is not None and not differs(row, watch.sig)):
             self.settler.forget(rel)
@@ -391,8 +398,13 @@ class Ledger:
             self.rows[rel] = row
 
     def drop_rows(self, paths: Iterable[str]) -> None:
-        """The mount no longer holds these files as recorded: forget the rows (a rescan copies them again)."""
+        """The mount no longer holds these files as recorded: forget the rows (a rescan copies them again). Each
+        is `restoring` until then: copied again unchanged, it is no new data (no FileChanged; FileSynced
+        `restored`)."""
         for rel in paths:
+            row = self.rows.get(rel)
+            if row is not None:
+                self.restoring[rel] = row
             self._forget_row(rel)
             self._unabsent(rel)
             if rel not in self.inflight:
@@ -400,6 +412,11 @@ class Ledger:
                 self._unready(rel)
 
     # -- helpers --------------------------------------------------------------------------------------------
+
+    def _restoring(self, rel: str, sig: FileStat) -> bool:
+        """`rel` is being copied again, unchanged, after the mount lost it (`drop_rows`)."""
+        row = self.restoring.get(rel)
+        return row is not None and not differs(row, sig)
 
     def _forget_row(self, rel: str) -> None:
         if self.rows.pop(rel, None) is not None and self._folders is not None:
@@ -432,6 +449,7 @@ class Ledger:
             self.moving.discard(job.move_from)
 
     def _drop(self, rel: str) -> None:
+        self.restoring.pop(rel, None)
         self.settler.forget(rel)
         self._unready(rel)
         self._unabsent(rel)

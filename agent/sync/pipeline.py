@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ STORM_QUIET = 1.0  # seconds without events after such a storm before the closin
 IDLE_WAKE = 5.0  # the driver sleeps at most this long when nothing is due (events and results wake it)
 CLEAN_MARKER = "sync.clean"
 FEED_SLICE = 1024  # changed files of a scan `once` feeds to the ledger between looks at whether a batch can start
+STALE_SAMPLE = 64  # rows looked at first when the whole mount is checked (all of them when one is missing)
 UNKNOWN_RETRY = 5.0  # seconds before a delete whose file could not be looked at (EACCES, EIO) is looked at again
 
 
@@ -144,7 +145,8 @@ class Pipeline:
         self._links = LinkIndex()  # hard links and symlinks in the source: edits reach their other names at once
         self._running = 0
         self._running_big = 0
-        self._fenced = 0  # snapshots being taken: no copy may start (its temp file would be in the snapshot)
+        self._fenced = 0  # snapshots being taken: no copy or delete may start (see SyncEngine.fence)
+        self._verify_scopes: set[str] = set()  # folders to check in the mount before the next full scan
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake: anyio.Event | None = None
         self._stop: anyio.Event | None = None
@@ -313,10 +315,18 @@ class Pipeline:
             if self._scanned:
                 self.request_scan()
 
-    async def _verify_mount(self) -> None:
-        """The mount (re)appeared: forget rows whose file it no longer holds, so they are copied again."""
+    async def _verify_mount(self, scopes: Iterable[str] = ("",)) -> None:
+        """The mount (re)appeared, or a snapshot of `scopes` was asked for (`verify_under`): forget rows whose file
+        the mount no longer holds (wiped, swapped, removed by hand), so they are copied again before it. Every row
+        under a folder scope is looked at; the whole mount ('') is sampled first (stale_rows)."""
+        folders = tuple(scope for scope in scopes if scope)
         rows = dict(self._ledger.rows)
-        stale = await anyio.to_thread.run_sync(stale_rows, self._mount, rows)
+        if len(folders) == len(tuple(scopes)):  # no whole-mount scope: every row under those folders
+            rows = {rel: row for rel, row in rows.items() if under_any(rel, folders)}
+            sample = len(rows)
+        else:
+            sample = STALE_SAMPLE
+        stale = await anyio.to_thread.run_sync(stale_rows, self._mount, rows, sample)
         if not stale:
             return
         log.warning("sync.mount_rows_stale", files=len(stale), mount_files=len(rows), first=stale[0])
@@ -325,9 +335,19 @@ class Pipeline:
         self._ledger.drop_rows(stale)
         self.request_scan()
 
+    def verify_under(self, scopes: Iterable[str]) -> None:
+        """A snapshot of `scopes` was asked for: before the next full scan (the one it waits for, in daemon
+        mode), check that the mount still holds what the rows say there, so files removed from it by hand are
+        copied again before the snapshot is taken instead of missing from it."""
+        self._verify_scopes.update(scopes)
+        self.request_scan()
+
     async def _full_scan(self) -> bool:
         started = self._clock()
         self._events_since_scan = 0
+        if self._verify_scopes and self._mount_problem is None:
+            scopes, self._verify_scopes = self._verify_scopes, set()
+            await self._verify_mount(scopes)
         try:
             scan = await anyio.to_thread.run_sync(self._walker.scan, self._ledger.rows)
         except SourceError as exc:
@@ -508,9 +528,12 @@ class Pipeline:
             # mount moved away and back takes it along): sweep before the next snapshot, and no clean marker
             self._temps_clear = False
         failures = self._ledger.apply(jobs, results, now)
-        copied = [r for r in results if r.done]
+        copied = [r for r in results if r.done and r.moved_from is None]
         if copied:
             log.info("sync.copied", files=len(copied), bytes=sum(r.bytes for r in copied), first=copied[0].path)
+        moved = [r for r in results if r.done and r.moved_from is not None]
+        if moved:  # renamed inside the mount: no byte copied
+            log.info("sync.moved", files=len(moved), first=moved[0].path, moved_from=moved[0].moved_from)
         for result in results:
             if result.outcome is Outcome.CHANGED:
                 log.info("sync.changed_during_copy", path=result.path)
@@ -571,9 +594,11 @@ class Pipeline:
                 deletes=len(gone),
                 mount_files=total,
                 max_delete=self.source.max_delete,
-                hint="raise source.max_delete or delete from the mount by hand if this is intended",
+                hint="if intended, raise source.max_delete and restart; if not, put the files back in the source",
             )
             return
+        if self._fenced:  # a snapshot is being taken (it went up while we looked): the deletes wait until it is
+            return  # taken; the fence wakes the driver when it lifts
         self._busy += 1
         ledger.start_deletes(gone)
         try:

@@ -120,5 +120,6 @@ def test_status_lines_match_what_is_written() -> None:
 def test_refused_deletes_are_shown_with_what_to_do() -> None:
     """Deletes held back by source.max_delete show next to the deleted count, with the way out."""
     text = _render({"ready": True, "sync": {"deletes": 2, "delete_refused": 3}})
-    assert "deleted        2; 3 refused (more than source.max_delete at once: raise it, or delete by hand)" in text
+    refused = "3 refused (more than source.max_delete at once: raise it and restart, or put them back)"
+    assert f"deleted        2; {refused}" in text
     assert "deleted        0\n" in _render({"ready": True, "sync": {"deletes": 0}})

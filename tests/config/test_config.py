@@ -69,6 +69,7 @@ def test_environment_fills_domino_settings_the_file_leaves_out() -> None:
         (with_(rules=[{"name": "a", "when": {"quiet": "1s", "files": 3}}]), "rules[0].when", "one trigger"),
         (with_(rules=[{"name": "a", "when": {"bytes": "lots"}}]), "rules[0].when.bytes", "size"),
         (with_(rules=[{"name": "a", "when": {"marker": "a/b"}}]), "rules[0].when.marker", "without '/'"),
+        (with_(rules=[{"name": "a", "when": {"marker": "*.done"}}]), "rules[0].when.marker", "not a pattern"),
         (with_(rules=[{"name": "a b", "when": {"files": 1}}]), "rules[0].name", "letters, digits"),
         (with_(rules=[{"name": "a", "when": {"files": 0}}]), "rules[0].when.files", "a number >= 1"),
         (with_(rules=[{"name": "a", "whn": {"files": 1}}]), "rules[0].whn", "did you mean when?"),

@@ -456,3 +456,64 @@ async def test_once_says_which_trigger_min_interval_holds(emulator: Any, make_cf
     assert summary["held"][0]["fires_after"] > time.time() + 3000
     assert any(entry["event"] == "rules.held" for entry in logs)
     assert len(await snapshots_of(emulator)) == 1
+
+
+async def test_a_folder_deleted_right_after_its_marker_is_still_in_that_marker_s_snapshot(
+    emulator_factory: Any, make_cfg: Any
+) -> None:
+    """Domino takes a snapshot in the background after the create call answered: a producer that removes its
+    folder right after the marker (or Spark's next overwrite) must not empty that marker's snapshot, so the
+    deletes wait behind the fence as copies do."""
+    emu = await emulator_factory(snapshot_delay=1.0)
+    cfg = make_cfg(emu, rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["m-{marker}"]}])
+    async with running_agent(cfg, queue_options={"snapshot_poll": 0.1}):
+        src = cfg.source.path
+        for i in range(10):
+            write(src, f"keep/k{i}.csv", str(i))  # so the folder's delete stays under source.max_delete
+        for i in range(3):
+            write(src, f"fence1/part-{i}.bin", f"p{i}" * 100)
+        write(src, "fence1/_SUCCESS", "fence1\n")
+
+        async def sent() -> bool:
+            return (await snapshots_of(emu)) != []
+
+        await wait_for_async(sent, 20, "the create call")
+        shutil.rmtree(src / "fence1")
+        await wait_for_async(lambda: _has_tags(emu, {"m-fence1"}), 20, "the tag")
+        await wait_for(lambda: not (emu.mount_root / DATASET / "fence1").exists(), 20, "the delete, after")
+    frozen = emu.mount_root / f"{DATASET}@m-fence1"
+    assert sorted(str(p.relative_to(frozen)) for p in (frozen / "fence1").rglob("*") if p.is_file()) == [
+        "fence1/_SUCCESS",
+        "fence1/part-0.bin",
+        "fence1/part-1.bin",
+        "fence1/part-2.bin",
+    ]
+
+
+async def test_a_mount_filled_again_fires_no_old_marker_and_a_marker_waits_for_files_removed_by_hand(
+    emulator: Any, make_cfg: Any
+) -> None:
+    """A wiped mount is filled again without a new snapshot (no old marker fires again, no tag moves); files
+    removed from the mount by hand are copied again before the next marker's snapshot of their folder."""
+    cfg = make_cfg(emulator, rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["m-{marker}", "latest"]}])
+    async with running_agent(cfg) as agent:
+        src, mount = cfg.source.path, emulator.mount_root / DATASET
+        write(src, "b1/p.csv", "data")
+        write(src, "b1/_SUCCESS", "batch-1\n")
+        await wait_for_async(lambda: _has_tags(emulator, {"m-batch-1"}), 30, "the first snapshot")
+        first = await tags_of(emulator)
+        shutil.rmtree(mount)  # wiped: `rm -rf $M; mkdir $M`, another folder in its place
+        mount.mkdir()
+        await wait_for(lambda: tree(mount) == tree(src), 20, "the mount filled again")
+        await wait_for(lambda: agent.engine is not None and agent.engine.idle(), 20, "the engine idle")
+        await anyio.sleep(1.0)  # a re-fired marker would be queued by now
+        assert len(await snapshots_of(emulator)) == 1 and await tags_of(emulator) == first
+        for i in range(10):
+            write(src, f"keep/k{i}.csv", str(i))
+        await wait_for(lambda: tree(mount / "keep") == tree(src / "keep"), 20, "keep/ synced")
+        for i in range(0, 10, 3):
+            (mount / "keep" / f"k{i}.csv").unlink()  # a half-failed `rm -rf` in the mount
+        write(src, "keep/_SUCCESS", "keepmark\n")
+        await wait_for_async(lambda: _has_tags(emulator, {"m-keepmark"}), 30, "the keep snapshot")
+    frozen = emulator.mount_root / f"{DATASET}@m-keepmark"
+    assert tree(frozen / "keep") == tree(src / "keep")

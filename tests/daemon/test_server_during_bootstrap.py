@@ -51,6 +51,22 @@ async def test_health_answers_while_the_bootstrap_waits_for_the_api(emulator: An
     assert snap == 503 and "not ready" in refused["error"]
 
 
+async def test_readiness_says_why_from_the_first_failed_attempt(emulator: Any, tmp_path: Path) -> None:
+    """The client tries a call several times before the bootstrap sees it fail: meanwhile /readyz already says
+    the API does not answer, not just "starting"."""
+    down = f"http://127.0.0.1:{_closed_port()}"
+    config = make_config(emulator, tmp_path, domino={"url": down, "api_key": "key", "timeout": "1s"})
+    agent = Agent(config, env={}, listen_port=0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.run)
+        await wait_for(lambda: agent.readiness()[1] != "starting", 20, "a reason")
+        reason = agent.readiness()[1]
+        first_error = agent.last_error  # the bootstrap itself has not given up yet
+        tg.cancel_scope.cancel()
+    assert reason.startswith("API: GET ") and "no answer (network), retrying" in reason
+    assert first_error is None
+
+
 async def test_a_refused_token_at_start_is_waited_for_until_it_is_fixed(emulator: Any, tmp_path: Path) -> None:
     """A 401 at start does not end `run` (on Kubernetes that would be a restart loop): the agent is not ready and
     says why, and once the token file holds a good token the bootstrap goes through."""

@@ -12,6 +12,7 @@ from agent.rules.engine import (
     RulesState,
     SnapshotRequest,
     check_glob,
+    glob_folder,
     initial_state,
     next_wakeup,
     normalise_scopes,
@@ -146,7 +147,7 @@ CASES: list[tuple[str, list[RuleConfig], list[Fact], list[Out]]] = [
             synced("data/x/a.csv", 4),
             synced("data/b.csv", 5),
         ],
-        [(5, ("f",), (), ("",))],
+        [(5, ("f",), (), ("data",))],  # it waits for what is under its glob's folder only
     ),
     (
         "marker files never count toward files",
@@ -419,14 +420,16 @@ def test_check_glob(glob: str, problem: str | None) -> None:
             check_glob(glob)
 
 
-def test_adopted_files_fire_no_marker_and_count_for_nothing() -> None:
-    """Files found already in the mount (adopted, nothing written) are no new data: no marker fires, no counter
-    moves, and a quiet rule has seen no change."""
+@pytest.mark.parametrize("how", ["adopted", "restored"])
+def test_adopted_or_restored_files_fire_no_marker_and_count_for_nothing(how: str) -> None:
+    """Files found already in the mount (adopted, nothing written) or copied again unchanged after the mount lost
+    them (restored) are no new data: no marker fires, no counter moves, and a quiet rule has seen no change."""
+    flag = {how: True}
     adopted = [
-        FileSynced(path="d/a", size=500, at=1.0, adopted=True),
-        FileSynced(path="d/_SUCCESS", size=0, at=1.0, first_line="x", adopted=True),
-        FileSynced(path="d/b", size=700, at=1.0, adopted=True),
-        FileSynced(path="d/c", size=700, at=1.0, adopted=True),
+        FileSynced(path="d/a", size=500, at=1.0, **flag),
+        FileSynced(path="d/_SUCCESS", size=0, at=1.0, first_line="x", **flag),
+        FileSynced(path="d/b", size=700, at=1.0, **flag),
+        FileSynced(path="d/c", size=700, at=1.0, **flag),
     ]
     state, out = run([MARKER, FILES3, BYTES, QUIET], [*adopted, Tick(100.0)])
     assert out == []
@@ -441,3 +444,34 @@ def test_seq_floors_raise_the_counter_and_never_lower_it() -> None:
     assert with_seq_floors(state, {"m": 3}).rules["m"].seq == 7
     _, out = run([MARKER], [synced("d/_SUCCESS", 1.0, first_line="x")], state=state)
     assert out[0][2] == ("drop-x", "m-8")
+
+
+@pytest.mark.parametrize(
+    ("glob", "folder"),
+    [
+        ("counted/**", "counted"),
+        ("/counted/**", "counted"),
+        ("drops/2026/*.csv", "drops/2026"),
+        ("a/*/b.csv", "a"),
+        ("a/b[0-9]/c", "a"),
+        ("*.csv", ""),
+        ("**/*.csv", ""),
+        ("counted/", ""),  # no '/' but a trailing one: a folder named so at any depth
+    ],
+)
+def test_glob_folder_is_the_folder_every_match_lies_under(glob: str, folder: str) -> None:
+    """The leading folders of an anchored pattern, up to the first wildcard; '' for a pattern matching anywhere."""
+    assert glob_folder(glob) == folder
+
+
+def test_a_rule_with_a_glob_waits_only_for_the_files_it_counts() -> None:
+    """A count rule limited to `counted/**` asks for a snapshot of what is under `counted` (a file that never
+    settles elsewhere does not hold it); without a glob, or for a marker, the scope is as before."""
+    counted = rule("c", {"files": 2}, glob="counted/**", tags=["c{seq}"])
+    _, out = run([counted], [synced("counted/a", 1.0), synced("elsewhere/x", 1.5), synced("counted/b", 2.0)])
+    assert [scopes for *_, scopes in out] == [("counted",)]
+    _, plain = run([FILES3], [synced("a", 1.0), synced("b/c", 1.0), synced("d", 2.0)])
+    assert [scopes for *_, scopes in plain] == [("",)]
+    globbed_marker = rule("m", {"marker": "_SUCCESS"}, glob="out/**", tags=["m{seq}"])
+    _, marked = run([globbed_marker], [synced("out/run1/_SUCCESS", 1.0, first_line="x")])
+    assert [scopes for *_, scopes in marked] == [("out/run1",)]
