@@ -272,9 +272,13 @@ class Agent:
         """The client's hook for every attempt: metrics, and while the bootstrap waits for the API (the client
         retries a call several times before it gives up), why: `/readyz` says it from the first failed attempt."""
         self.metrics.observe_api(method, route, outcome, seconds)
-        if self.dataset is None and outcome != "ok":
+        if self.dataset is not None:
+            return
+        if outcome != "ok":
             answer = "no answer (network)" if outcome == "network" else f"HTTP {outcome}"
             self._bootstrap_problem = f"API: {method} {route}: {answer}, retrying"
+        elif self._bootstrap_problem.endswith(", retrying"):  # it answered again: the bootstrap goes on
+            self._bootstrap_problem = "starting"
 
     async def _bootstrap(self, client: LazyClient, *, retry: bool) -> Dataset:
         attempt = 0
@@ -327,7 +331,7 @@ class Agent:
             self.rules_state = new_state
             self._rules_dirty = True
         for request in requests:
-            self._want_fresh_scan(request.requested_at, request.scopes)
+            self._want_fresh_scan(request.requested_at)
             self._submit(request)
 
     def _log_held(self, before: RulesState, after: RulesState) -> None:
@@ -368,17 +372,15 @@ class Agent:
             self.queue.save_rules_state(self._durable())
             self._rules_dirty = False
 
-    def _want_fresh_scan(self, at: float, scopes: Sequence[str] = ("",)) -> None:
+    def _want_fresh_scan(self, at: float) -> None:
         """In daemon mode, snapshots wait for a full scan started after `at`: the watcher may not have reported
         every file written before the trigger (inotify drops events in a storm of thousands of files, and a
-        manual request can come before the watcher's next batch). That scan first checks that the mount still
-        holds what was copied under `scopes` (files removed from it by hand are copied again first). In burst
-        mode the pass itself was that scan."""
+        manual request can come before the watcher's next batch). In burst mode the pass itself was that scan."""
         if not self._daemon:
             return
         self._scan_wanted_at = max(at, self._scan_wanted_at or 0.0)
         if self.engine is not None:
-            self.engine.verify_under(scopes)
+            self.engine.request_scan()
 
     def covered(self, request: SnapshotRequest) -> bool:
         """True when the request may be sent now (the queue asks every 0.2 s: this stops at the first file that

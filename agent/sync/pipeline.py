@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,6 @@ STORM_QUIET = 1.0  # seconds without events after such a storm before the closin
 IDLE_WAKE = 5.0  # the driver sleeps at most this long when nothing is due (events and results wake it)
 CLEAN_MARKER = "sync.clean"
 FEED_SLICE = 1024  # changed files of a scan `once` feeds to the ledger between looks at whether a batch can start
-STALE_SAMPLE = 64  # rows looked at first when the whole mount is checked (all of them when one is missing)
 UNKNOWN_RETRY = 5.0  # seconds before a delete whose file could not be looked at (EACCES, EIO) is looked at again
 
 
@@ -146,7 +145,6 @@ class Pipeline:
         self._running = 0
         self._running_big = 0
         self._fenced = 0  # snapshots being taken: no copy or delete may start (see SyncEngine.fence)
-        self._verify_scopes: set[str] = set()  # folders to check in the mount before the next full scan
         self._tg: anyio.abc.TaskGroup | None = None
         self._wake: anyio.Event | None = None
         self._stop: anyio.Event | None = None
@@ -315,18 +313,10 @@ class Pipeline:
             if self._scanned:
                 self.request_scan()
 
-    async def _verify_mount(self, scopes: Iterable[str] = ("",)) -> None:
-        """The mount (re)appeared, or a snapshot of `scopes` was asked for (`verify_under`): forget rows whose file
-        the mount no longer holds (wiped, swapped, removed by hand), so they are copied again before it. Every row
-        under a folder scope is looked at; the whole mount ('') is sampled first (stale_rows)."""
-        folders = tuple(scope for scope in scopes if scope)
+    async def _verify_mount(self) -> None:
+        """The mount (re)appeared: forget rows whose file it no longer holds, so they are copied again."""
         rows = dict(self._ledger.rows)
-        if len(folders) == len(tuple(scopes)):  # no whole-mount scope: every row under those folders
-            rows = {rel: row for rel, row in rows.items() if under_any(rel, folders)}
-            sample = len(rows)
-        else:
-            sample = STALE_SAMPLE
-        stale = await anyio.to_thread.run_sync(stale_rows, self._mount, rows, sample)
+        stale = await anyio.to_thread.run_sync(stale_rows, self._mount, rows)
         if not stale:
             return
         log.warning("sync.mount_rows_stale", files=len(stale), mount_files=len(rows), first=stale[0])
@@ -335,19 +325,9 @@ class Pipeline:
         self._ledger.drop_rows(stale)
         self.request_scan()
 
-    def verify_under(self, scopes: Iterable[str]) -> None:
-        """A snapshot of `scopes` was asked for: before the next full scan (the one it waits for, in daemon
-        mode), check that the mount still holds what the rows say there, so files removed from it by hand are
-        copied again before the snapshot is taken instead of missing from it."""
-        self._verify_scopes.update(scopes)
-        self.request_scan()
-
     async def _full_scan(self) -> bool:
         started = self._clock()
         self._events_since_scan = 0
-        if self._verify_scopes and self._mount_problem is None:
-            scopes, self._verify_scopes = self._verify_scopes, set()
-            await self._verify_mount(scopes)
         try:
             scan = await anyio.to_thread.run_sync(self._walker.scan, self._ledger.rows)
         except SourceError as exc:
@@ -403,6 +383,9 @@ class Pipeline:
     def _apply_absences(self, scan: ScanResult, at: float, *, burst: bool) -> None:
         """What a full scan says besides its changed files: skips, unreadable folders, links, absences."""
         ledger = self._ledger
+        if ledger.restoring:  # lost rows whose file the source no longer has are not coming back
+            kept = ledger.restoring.items()
+            ledger.restoring = {rel: row for rel, row in kept if scan.met(rel) or under_any(rel, scan.unreadable)}
         self._log_skips(scan.skipped)
         self._note_unreadable(scan, full=True)
         self._links.replace(scan.hardlinks, scan.symlinks, keep_under=scan.unreadable)
@@ -598,7 +581,9 @@ class Pipeline:
             )
             return
         if self._fenced:  # a snapshot is being taken (it went up while we looked): the deletes wait until it is
-            return  # taken; the fence wakes the driver when it lifts
+            if burst:  # taken (the fence wakes the driver when it lifts); `once` does not fence, but would say so
+                self._final.update((rel, "not deleted: a snapshot was being taken") for rel in gone)
+            return
         self._busy += 1
         ledger.start_deletes(gone)
         try:

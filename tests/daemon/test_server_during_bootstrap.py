@@ -83,3 +83,12 @@ async def test_a_refused_token_at_start_is_waited_for_until_it_is_fixed(emulator
         token.write_text(emulator.keys["alice"])
         await wait_for(lambda: agent.dataset is not None, 20, "the bootstrap with the fixed token")
         tg.cancel_scope.cancel()
+
+
+def test_the_reason_goes_back_to_starting_once_the_api_answers_again(emulator: Any, tmp_path: Path) -> None:
+    """A failed attempt the client retried and then got through no longer shows as the reason."""
+    agent = Agent(make_config(emulator, tmp_path), env={}, listen_port=0)
+    agent._observe_api("GET", "/api/datasetrw/v2/datasets", "503", 0.01)
+    assert agent.readiness()[1] == "API: GET /api/datasetrw/v2/datasets: HTTP 503, retrying"
+    agent._observe_api("GET", "/api/datasetrw/v2/datasets", "ok", 0.01)
+    assert agent.readiness()[1] == "starting"

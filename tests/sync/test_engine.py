@@ -581,3 +581,44 @@ async def test_once_knows_its_total_once_the_scan_is_fed(src: Path, make_engine:
     report = await engine.sync_once()
     assert report.copied == 40 and seen and seen[-1]
     assert engine.status()["last_scan_files"] == 40
+
+
+async def test_once_says_so_when_a_snapshot_fence_keeps_its_deletes_back(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deletes wait while a snapshot is being taken; `once` never fences itself, but if it met a fence it would
+    report the deletes it did not make instead of saying everything is in sync."""
+    for name in ("a", "b", "c"):
+        write(src / name, name)
+    assert (await make_engine(max_delete=1.0).sync_once()).ok
+    (src / "a").unlink()
+    engine = make_engine(max_delete=1.0)
+    real_pass = engine._delete_pass
+
+    async def fenced_pass(*args: Any, **kwargs: Any) -> None:
+        engine._fenced += 1  # as if the queue's fence went up while the pass looked at the candidates
+        try:
+            await real_pass(*args, **kwargs)
+        finally:
+            engine._fenced -= 1
+
+    monkeypatch.setattr(engine, "_delete_pass", fenced_pass)
+    report = await engine.sync_once()
+    assert dict(report.failed) == {"a": "not deleted: a snapshot was being taken"}
+    assert (mnt / "a").exists()
+
+
+async def test_a_lost_row_whose_file_left_the_source_is_not_kept_as_restoring(
+    src: Path, mnt: Path, make_engine: EngineFactory
+) -> None:
+    """Rows the mount lost are remembered until their files are copied again; one whose source file is gone by
+    the next full scan is forgotten (it is never coming back)."""
+    write(src / "d" / "f0.csv", "0")
+    write(src / "d" / "f1.csv", "1")
+    engine = make_engine()
+    assert (await engine.sync_once()).ok
+    (src / "d" / "f0.csv").unlink()
+    engine._ledger.drop_rows(["d/f0.csv", "d/f1.csv"])
+    assert sorted(engine._ledger.restoring) == ["d/f0.csv", "d/f1.csv"]
+    assert (await engine.sync_once()).ok
+    assert engine._ledger.restoring == {}
