@@ -310,7 +310,8 @@ async def test_the_fence_holds_deletes_too(src: Path, mnt: Path, make_engine: En
 async def test_a_rename_is_reported_as_a_move_not_a_copy_and_a_delete(
     src: Path, mnt: Path, make_engine: EngineFactory
 ) -> None:
-    """A file renamed in the source is renamed in the mount and its facts name the move both ways."""
+    """A file renamed in the source is renamed in the mount, its facts name the move both ways, and the log says
+    `sync.moved` (not a copy of zero bytes)."""
     facts: list[Fact] = []
     write(src / "old.csv", "payload")
     engine = make_engine(settle=0.05, max_delete=1.0, rescan=3600, on_fact=facts.append)
@@ -318,9 +319,13 @@ async def test_a_rename_is_reported_as_a_move_not_a_copy_and_a_delete(
         await wait_for(lambda: (mnt / "old.csv").exists() and engine.idle(), 10)
         inode = (mnt / "old.csv").stat().st_ino
         facts.clear()
-        (src / "old.csv").rename(src / "new.csv")
-        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+        with capture_logs() as logs:
+            (src / "old.csv").rename(src / "new.csv")
+            await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
     assert (mnt / "new.csv").stat().st_ino == inode
+    assert [(e["event"], e.get("moved_from")) for e in logs if e["event"] in ("sync.moved", "sync.copied")] == [
+        ("sync.moved", "old.csv")
+    ]
     synced = [f for f in facts if isinstance(f, FileSynced)]
     deleted = [f for f in facts if isinstance(f, FileDeleted)]
     assert [(f.path, f.moved_from) for f in synced] == [("new.csv", "old.csv")]
