@@ -143,6 +143,7 @@ class DatasetConfig(_Model):
     description: str | None = None
     grants: tuple[GrantConfig, ...] = ()
     grants_exclusive: bool = False
+    durability: Literal["snapshot", "batch"] = "snapshot"  # when copies are flushed to disk (sync/flushmark.py)
 
     @model_validator(mode="after")
     def _named(self) -> DatasetConfig:

@@ -195,6 +195,7 @@ class Agent:
                 marker_names=self._markers,
                 clock=self.clock,
                 early_scan=self.early_scan,
+                durability=self.config.dataset.durability,
             )
             self.early_scan = None  # the engine's now
             stack.push_async_callback(self._close_engine)

@@ -13,8 +13,8 @@ so the reliability suite can stop the agent at an exact stage and check what a r
 Where they are (one line each):
     copy.mid            sync/transfer.py: part of a file's bytes are in the temp file; no fsync, no rename yet
     copy.before_rename  sync/copier.py: the temp file is complete, before it is renamed over the target
-    copy.after_rename   sync/pipeline.py: the batch is renamed into the mount and durable, before the state DB
-                        commit of its rows
+    copy.after_rename   sync/batches.py: the batch is renamed into the mount (and durable, with `batch`), before
+                        the state DB commit of its rows
     queue.before_submit queue.py: a rule fired (its files are recorded as synced), before the job is stored
     queue.before_create queue.py: the create call is recorded as begun, before it is sent
     queue.after_create  queue.py: the server answered the snapshot creation, before its id is recorded

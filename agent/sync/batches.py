@@ -3,7 +3,10 @@ record the batch's intents, copy it (in a forked process when it is big enough, 
 copy that gave no answer, then record what is done and clear the intents, in one transaction.
 
 Crash safety rests on the order: the intents are durable before any rename, the rows are written after the
-renames are durable; a kill anywhere in between leaves intents that the next start claims (statedb.py).
+renames (after they are durable, with `dataset.durability: batch`); a kill anywhere in between leaves intents
+that the next start claims (statedb.py). With the default `snapshot` durability the batch first puts the
+`unflushed` mark on disk, so a crash of the host before the kernel wrote the copies back is caught at the next
+start (flushmark.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from agent.failpoints import failpoint
 from agent.logs import get_logger
 from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome
 from agent.sync.copyfork import CopyForks
+from agent.sync.flushmark import FlushMark
 from agent.sync.mount import claimed_rows
 from agent.sync.mountfs import mount_inodes, prune_empty, remove_temps_of, syncfs
 from agent.sync.statedb import Row, StateDB, make_row
@@ -42,6 +46,7 @@ class BatchCopier:
         hook: Callable[[str], None] | None = None,
         mount_gone: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.time,
+        flush_mark: FlushMark | None = None,
     ) -> None:
         self.root = root
         self.mount = mount
@@ -50,6 +55,7 @@ class BatchCopier:
         self.hook = hook
         self.mount_gone = mount_gone  # checked before every write: the mount point was unmounted
         self.clock = clock
+        self.flush_mark = flush_mark  # None: every batch is durable before it counts (`dataset.durability: batch`)
         self.copies = CopyForks(halt)  # big batches copy in forked processes
         self.temps_left = False  # a lost forked copy's temp files could not all be removed: no clean marker
 
@@ -58,6 +64,19 @@ class BatchCopier:
         transaction. Also returns the rows claimed for a lost forked copy (`_recover`)."""
         if self.mount_gone():
             return [CopyResult(j.path, Outcome.FAILED, error=UNMOUNTED, mount_side=True) for j in jobs], {}
+        mark = self.flush_mark
+        if mark is not None:
+            try:  # on disk before any write to the mount: a crash of the host is then caught at the next start
+                mark.begin()
+            except StateError as exc:
+                return [CopyResult(j.path, Outcome.FAILED, error=str(exc)) for j in jobs], {}
+        try:
+            return self._copy(db, jobs)
+        finally:
+            if mark is not None:
+                mark.end()
+
+    def _copy(self, db: StateDB | None, jobs: list[CopyJob]) -> Outcomes:
         intents = {j.path: make_row(j.expect.size, j.expect.mtime_ns, j.expect.ino, j.expect.mode) for j in jobs}
         if db is not None:
             try:  # one durable transaction per batch, before any rename: a crash cannot orphan a file
@@ -71,7 +90,7 @@ class BatchCopier:
         results = self.copies.run(copier, jobs)
         if results is None:
             results, claimed = self._recover(jobs, intents, tags, present)
-        failpoint("copy.after_rename")  # crash tests: renamed into the mount and durable, not yet in the state DB
+        failpoint("copy.after_rename")  # crash tests: renamed into the mount, not yet in the state DB
         if db is None:
             return results, claimed
         done = [r for r in results if r.done]
@@ -87,7 +106,10 @@ class BatchCopier:
         return results, claimed
 
     def _copier(self) -> Copier:
-        return Copier(self.root, self.mount, marker_names=self.marker_names, hook=self.hook, halt=self.halt)
+        durable = self.flush_mark is None
+        return Copier(
+            self.root, self.mount, marker_names=self.marker_names, hook=self.hook, halt=self.halt, durable=durable
+        )
 
     def _recover(self, jobs: list[CopyJob], intents: dict[str, Row], tags: range, present: dict[str, int]) -> Outcomes:
         """A forked copy gave no answer (copyfork.py; killed by a stop, by the OOM killer). As after a crash: its

@@ -8,10 +8,12 @@ else a 1 MiB buffer loop: never the whole file in memory), set mode and mtime, s
 change of size, mtime, ctime, inode or mode means it was written during the copy: the temp is discarded and
 the file settles again), make the data durable, `os.replace` over the target, make the folder durable.
 
-Durability per batch: with four or more small files, one `syncfs()` of the mount before the renames and one
-after replaces an fsync per file and per folder (20,000 tiny files must not cost 40,000 fsyncs); otherwise
-each temp file is fsynced before its rename and each touched folder after. A result is "done" only after the
-second barrier.
+Durability per batch (`durable`, `dataset.durability: batch`): with four or more small files, one `syncfs()` of
+the mount before the renames and one after replaces an fsync per file and per folder (20,000 tiny files must
+not cost 40,000 fsyncs); otherwise each temp file is fsynced before its rename and each touched folder after. A
+result is "done" only after the second barrier. Without `durable` (the default `snapshot`) there is no barrier:
+the mount is flushed before each snapshot instead, and a crash of the host is caught at the next start
+(flushmark.py).
 
 A reader of the mount sees the old file or the new one, never a part; a crash leaves at most temp files,
 which `remove_temps` clears at the next start.
@@ -114,8 +116,10 @@ class Copier:
         marker_names: Collection[str] = (),
         hook: Callable[[str], None] | None = None,
         halt: threading.Event | None = None,
+        durable: bool = True,
     ) -> None:
         self.source = source
+        self.durable = durable  # False: no barrier, the kernel writes back (`dataset.durability: snapshot`)
         self.mount = mount
         self.real_source = os.path.realpath(source)
         self.marker_names = marker_names
@@ -131,15 +135,18 @@ class Copier:
         return range(self._tag + 1, self._tag + count + 1)
 
     def run(self, jobs: Sequence[CopyJob]) -> list[CopyResult]:
-        """Copy every job; results in job order. A result is done only once it is durable in the mount."""
-        batch_sync = len(jobs) >= 4 and mountfs.SYNCFS is not None
+        """Copy every job; results in job order. A result is done once renamed into place (and, when `durable`,
+        once that is on disk)."""
+        durable = self.durable
+        batch_sync = durable and len(jobs) >= 4 and mountfs.SYNCFS is not None
         if len(jobs) > 1:
             self._prefetch(jobs)
         results: list[CopyResult | None] = [None] * len(jobs)
         staged: list[tuple[int, str, str, CopyResult]] = []
         try:
             for i, job in enumerate(jobs):
-                results[i] = self._one(job, i, staged, per_file_sync=not batch_sync or job.expect.size > SMALL)
+                per_file_sync = durable and (not batch_sync or job.expect.size > SMALL)
+                results[i] = self._one(job, i, staged, per_file_sync=per_file_sync)
             if staged and batch_sync:
                 try:
                     mountfs.syncfs(self.mount)
@@ -166,7 +173,7 @@ class Copier:
             try:
                 if batch_sync and renamed:
                     mountfs.syncfs(self.mount)
-                else:
+                elif durable:
                     mountfs.make_folders_durable(self.mount, self._touched)
             except OSError as exc:
                 for i, _ in renamed:

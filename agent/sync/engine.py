@@ -134,6 +134,7 @@ class SyncEngine(Pipeline):
         try:
             while self._running or self._busy:  # noqa: ASYNC110 - they end in worker threads; a poll is the simple wait
                 await anyio.sleep(poll)
+            await self._flush("snapshot")  # the copies the snapshot holds are on disk before it is taken
             if self._mount_problem is None:
                 await self._clear_temps()  # a copy that failed on the mount's side may have left one: not in a snapshot
             yield
@@ -151,6 +152,12 @@ class SyncEngine(Pipeline):
             self._early_scan = None
         if self._db is None:
             return
+        mark = self._flush_mark
+        if not self._burst and mark is not None and mark.marked and self._busy == 0 and self._mount_problem is None:
+            try:  # a stop of the daemon (often before a shutdown) leaves the copies on disk; `once` leaves them
+                mark.flush()  # to the kernel, as rsync and cp do (the mark catches a crash of the host)
+            except OSError as exc:
+                log.warning("sync.flush_failed", mount=self._mount, before="stop", error=exc.strerror or str(exc))
         if self._temps_clear and not self._batches.temps_left and self._busy == 0:
             try:
                 marker = self._state_dir / CLEAN_MARKER
@@ -318,6 +325,7 @@ class SyncEngine(Pipeline):
             task_status.started()
             tg.start_soon(self._mount_loop)
             tg.start_soon(self._scan_loop)
+            tg.start_soon(self._flush_loop)
             await self._drive()
 
     async def finish(self, poll: float = 0.05) -> bool:
@@ -368,6 +376,15 @@ class SyncEngine(Pipeline):
             if not self._dirty:
                 with anyio.move_on_after(delay):
                     await wake.wait()
+
+    async def _flush_loop(self) -> None:
+        """Flush the mount once the copies have been quiet for `idle_flush` seconds (flushmark.py)."""
+        while True:
+            await anyio.sleep(self._idle_flush)
+            mark = self._flush_mark
+            quiet = time.monotonic() - self._copies_ended >= self._idle_flush
+            if mark is not None and mark.marked and not self._running and quiet:
+                await self._flush("idle")
 
     async def _watch_loop(self) -> None:
         assert self._stop is not None

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
@@ -27,6 +27,7 @@ from agent.logs import get_logger
 from agent.sync.batches import BatchCopier, Outcomes
 from agent.sync.copier import SMALL, CopyJob, Outcome
 from agent.sync.earlyscan import EarlyScan
+from agent.sync.flushmark import IDLE_FLUSH, FlushMark
 from agent.sync.ledger import Failure, Ledger
 from agent.sync.links import LinkIndex
 from agent.sync.mount import (
@@ -96,8 +97,14 @@ class Pipeline:
         once_attempts: int = 3,
         once_settle_limit: float | None = None,
         early_scan: EarlyScan | None = None,
+        durability: Literal["snapshot", "batch"] = "snapshot",
+        idle_flush: float = IDLE_FLUSH,
     ) -> None:
         self.source = source
+        self._durability = durability
+        self._idle_flush = idle_flush
+        self._flush_mark: FlushMark | None = None  # read at open (flushmark.py)
+        self._copies_ended = 0.0  # monotonic time the last batch ended: the daemon flushes once they are quiet
         self._root = os.path.abspath(source.path)
         self._mount = os.path.abspath(mount)
         self._state_dir = Path(state_dir)
@@ -209,10 +216,24 @@ class Pipeline:
             self._intents = await anyio.to_thread.run_sync(db.intents)
             self._mount_record = await anyio.to_thread.run_sync(read_record, self._state_dir)
             self._temps_clear = await anyio.to_thread.run_sync(self._take_clean_marker)
+            mark = await anyio.to_thread.run_sync(FlushMark, self._state_dir, self._mount)
         except BaseException:
             db.close()
             raise
         self._db = db
+        self._flush_mark = mark  # also in `batch` mode: a mark an earlier run left still calls for the check
+        self._batches.flush_mark = mark if self._durability == "snapshot" else None
+
+    async def _flush(self, before: str) -> None:
+        """Flush the mount's copies to disk and remove the `unflushed` mark (flushmark.py); a failure is logged,
+        and the mark stays."""
+        mark = self._flush_mark
+        if mark is None or not mark.marked or self._mount_problem is not None:
+            return
+        try:
+            await anyio.to_thread.run_sync(mark.flush)
+        except OSError as exc:
+            log.warning("sync.flush_failed", mount=self._mount, before=before, error=exc.strerror or str(exc))
 
     async def _clear_temps(self) -> str | None:
         """Unless no temp file of ours can be in the mount (a clean last stop, or a sweep since, and no copy failed
@@ -314,16 +335,22 @@ class Pipeline:
                 self.request_scan()
 
     async def _verify_mount(self) -> None:
-        """The mount (re)appeared: forget rows whose file it no longer holds, so they are copied again."""
+        """The mount (re)appeared: forget rows whose file it no longer holds, so they are copied again. After a
+        crash of the host with copies not flushed (flushmark.py) every row is checked, else a sample first."""
         rows = dict(self._ledger.rows)
-        stale = await anyio.to_thread.run_sync(stale_rows, self._mount, rows)
-        if not stale:
-            return
-        log.warning("sync.mount_rows_stale", files=len(stale), mount_files=len(rows), first=stale[0])
-        if self._db is not None:
-            await anyio.to_thread.run_sync(lambda: self._db.record(drop=stale) if self._db else None)
-        self._ledger.drop_rows(stale)
-        self.request_scan()
+        mark = self._flush_mark
+        crashed = mark is not None and mark.crashed
+        stale = await anyio.to_thread.run_sync(stale_rows, self._mount, rows, len(rows) if crashed else 64)
+        if crashed:
+            log.warning("sync.crash_check", mount_files=len(rows), torn=len(stale), first=stale[0] if stale else None)
+        if stale:
+            log.warning("sync.mount_rows_stale", files=len(stale), mount_files=len(rows), first=stale[0])
+            if self._db is not None:
+                await anyio.to_thread.run_sync(lambda: self._db.record(drop=stale) if self._db else None)
+            self._ledger.drop_rows(stale)
+            self.request_scan()
+        if crashed and mark is not None:
+            mark.checked()
 
     async def _full_scan(self) -> bool:
         started = self._clock()
@@ -494,6 +521,7 @@ class Pipeline:
         try:
             outcome = await anyio.to_thread.run_sync(self._batches.run, self._db, jobs, limiter=self._limiter)
         finally:
+            self._copies_ended = time.monotonic()
             self._busy -= 1
             self._running -= 1
             self._running_big -= big

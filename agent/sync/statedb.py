@@ -9,10 +9,11 @@ Table `files` (other parts keep their own tables in the same `state.db`):
     mode      INTEGER  permission bits
     synced_at REAL     epoch seconds
 
-A row is written only after the copy was renamed into place and the folder fsynced. Rows are written in one
-transaction per batch of copies; with WAL and `synchronous=NORMAL` a commit costs no fsync (the WAL is synced
-at checkpoints), and a crash can lose at most the last commits, which the next start-up scan redoes: the
-copies are already in the mount and are recognised (same size and mtime) without copying them again.
+A row is written only after the copy was renamed into place (and made durable, with `dataset.durability:
+batch`; see flushmark.py for the default). Rows are written in one transaction per batch of copies; with WAL
+and `synchronous=NORMAL` a commit costs no fsync (the WAL is synced at checkpoints), and a crash can lose at
+most the last commits, which the next start-up scan redoes: the copies are already in the mount and are
+recognised (same size and mtime) without copying them again.
 
 No content hash is stored: a stored hash costs a full read of every file copied, and size + mtime + inode
 decide nearly every case (as rsync's quick check does). Where doubt remains (the inode changed but size and

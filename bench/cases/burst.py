@@ -4,7 +4,7 @@ API), the API calls the agent made for it (emulator stats, the harness's own pol
 peak memory (VmHWM). Each round: a fresh dataset, source, state and agent. For scale, rsync's time to copy the
 same files into an empty folder is shown next to it (rsync takes no snapshot).
 
-Bounds: settle (the marker and the last files must hold still), the copy of 10,000 files with two fsyncs each,
+Bounds: settle (the marker and the last files must hold still), the copy of 10,000 files and one flush of the mount,
 the queue's rule that a snapshot waits until every covered file is in the mount, and the emulator's own copy
 of the dataset folder into the snapshot."""
 

@@ -6,8 +6,8 @@ last few seconds, and creating 20,000 files right after deleting the previous co
 scan past them (perf: `ext4_create` -> `recently_deleted`), several times over for whichever tool came next.
 The page cache is dropped before each command when root allows it (then each tool's own program is loaded
 again: the data is cold, the tools are not). Timed: the command from start to exit. Also reported: the same
-plus a `sync` afterwards (until the bytes are on disk: domino-sync makes each batch durable before it counts
-it as copied, rsync and cp leave dirty pages to the kernel)."""
+plus a `sync` afterwards (until the bytes are on disk: all three leave dirty pages to the kernel; domino-sync
+flushes the mount before a snapshot, and `once` takes none here)."""
 
 from __future__ import annotations
 

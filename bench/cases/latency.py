@@ -3,7 +3,7 @@ harness writes a 4 KiB file into the source, closes it, and waits (inotify on th
 is in the mount with its full content. Figure: p50 and p99 of close-to-landed; target p99 <= settle + 100 ms.
 
 The floor is `settle` itself (the agent must see the size and mtime hold still that long); above it: event
-delivery from watchfiles, the agent's scheduling, the copy (fsync of file and folder) and the rename."""
+delivery from watchfiles, the agent's scheduling, the copy and the rename."""
 
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ def test_defaults_fill_a_minimal_config() -> None:
     assert cfg.source.rescan == 600.0
     assert cfg.source.delete == "mirror"
     assert cfg.source.max_delete == 0.5
+    assert cfg.dataset.durability == "snapshot"
     assert "*.part" in cfg.source.ignore
     assert cfg.shutdown_timeout == 20.0
     assert cfg.server.listen == "127.0.0.1:9464"
@@ -55,6 +56,7 @@ def test_environment_fills_domino_settings_the_file_leaves_out() -> None:
         (with_(source__settle=True), "source.settle", "duration"),
         (with_(source={}), "source.path", "required"),
         (with_(source__delete="sometimes"), "source.delete", "mirror"),
+        (with_(dataset__durability="always"), "dataset.durability", "snapshot"),
         (with_(source__max_delete="150%"), "source.max_delete", "50%"),
         (with_(source__rescan="-1s"), "source.rescan", "duration"),
         (with_(dataset={}), "dataset", "dataset.id"),

@@ -172,6 +172,25 @@ async def test_once_syncs_fires_and_drains(emulator: Any, make_cfg: Any, tmp_pat
     assert tree(emulator.mount_root / DATASET) == tree(cfg.source.path)
 
 
+async def test_copies_are_flushed_before_a_snapshot_or_with_each_batch(emulator: Any, make_cfg: Any) -> None:
+    """`dataset.durability`: by default `once` leaves its copies to the kernel's write-back (the `unflushed` mark
+    stays) until a snapshot flushes them; `batch` makes each batch durable and puts no mark down."""
+    from agent.daemon import Agent
+
+    cfg = make_cfg(emulator, rules=[{"name": "drop", "when": {"marker": "_SUCCESS"}, "tags": ["flushed"]}])
+    mark = cfg.state_dir / "unflushed"
+    write(cfg.source.path, "a.txt", "a")
+    code, _ = await Agent(cfg, env={}).once(drain_timeout=60)
+    assert code == 0 and mark.exists()
+    write(cfg.source.path, "_SUCCESS", "")
+    code, _ = await Agent(cfg, env={}).once(drain_timeout=60)
+    assert code == 0 and await _has_tags(emulator, {"flushed"})
+    assert not mark.exists()
+    write(cfg.source.path, "b.txt", "b")
+    code, summary = await Agent(make_cfg(emulator, dataset__durability="batch"), env={}).once(drain_timeout=60)
+    assert code == 0 and summary["copied"] == 1 and not mark.exists()
+
+
 async def test_five_thousand_files_and_a_marker_make_one_complete_snapshot(emulator: Any, make_cfg: Any) -> None:
     """A 5,000-file drop with one marker costs one snapshot call and one call per extra tag, and the snapshot
     holds all 5,000 files (a full scan after the trigger catches any event inotify dropped)."""

@@ -1,0 +1,213 @@
+"""`dataset.durability`: copies left to the kernel's write-back (`snapshot`, the default) or flushed per batch
+(`batch`); the `unflushed` mark, the flushes that remove it, and the check of the mount after a crash of the host."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+from sync.sync_kit import EngineFactory, running, tree, wait_for
+
+from agent.errors import StateError
+from agent.sync import flushmark, mountfs
+from agent.sync.copier import Copier, CopyJob, Outcome
+from agent.sync.flushmark import MARK_NAME, FlushMark, boot_id
+from agent.sync.scan import to_filestat
+
+
+def mark_of(state: Path) -> str | None:
+    try:
+        return (state / MARK_NAME).read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def test_a_batch_puts_the_mark_on_disk_and_a_quiet_flush_removes_it(tmp_path: Path, mnt: Path) -> None:
+    mark = FlushMark(tmp_path, str(mnt), boot="boot-1")
+    assert not mark.marked and not mark.crashed and mark_of(tmp_path) is None
+    mark.begin()
+    assert mark_of(tmp_path) == "boot-1" and mark.marked
+    assert mark.flush() is False  # the batch is still under way: its later writes would not be covered
+    mark.end()
+    assert mark.flush() is True
+    assert mark_of(tmp_path) is None and not mark.marked
+    assert mark.flush() is True  # nothing to flush
+
+
+def test_a_batch_that_begins_during_a_flush_keeps_the_mark(
+    tmp_path: Path, mnt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mark = FlushMark(tmp_path, str(mnt), boot="boot-1")
+    mark.begin()
+    mark.end()
+
+    def syncfs_while_a_batch_runs(path: str) -> bool:
+        mark.begin()
+        mark.end()
+        return True
+
+    monkeypatch.setattr(flushmark, "syncfs", syncfs_while_a_batch_runs)
+    assert mark.flush() is False
+    assert mark_of(tmp_path) == "boot-1"
+
+
+def test_a_failed_flush_keeps_the_mark(tmp_path: Path, mnt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mark = FlushMark(tmp_path, str(mnt), boot="boot-1")
+    mark.begin()
+    mark.end()
+
+    def eio(path: str) -> bool:
+        raise OSError(5, "Input/output error", path)
+
+    monkeypatch.setattr(flushmark, "syncfs", eio)
+    with pytest.raises(OSError, match="Input/output"):
+        mark.flush()
+    assert mark_of(tmp_path) == "boot-1" and mark.marked
+
+
+@pytest.mark.parametrize(
+    ("left", "boot", "crashed"),
+    [
+        ("boot-1", "boot-1", False),  # a once, or a killed agent: the page cache still holds the copies
+        ("boot-0", "boot-1", True),  # the host went down with copies not flushed
+        ("", "boot-1", True),  # unreadable: taken for a crash
+        ("unknown", "", True),  # no boot id on this kernel: any mark left is a crash
+    ],
+)
+def test_a_mark_left_by_another_boot_is_a_crash(tmp_path: Path, mnt: Path, left: str, boot: str, crashed: bool) -> None:
+    (tmp_path / MARK_NAME).write_text(left + "\n")
+    mark = FlushMark(tmp_path, str(mnt), boot=boot)
+    assert mark.marked and mark.crashed is crashed
+    assert mark.flush() is not crashed  # after a crash the mark stays until the mount was checked
+    if crashed:
+        mark.checked()
+        assert mark.flush() is True and mark_of(tmp_path) is None
+
+
+def test_a_mark_that_cannot_be_written_fails_the_batch_and_leaks_nothing(tmp_path: Path, mnt: Path) -> None:
+    mark = FlushMark(tmp_path / "gone", str(mnt), boot="boot-1")
+    with pytest.raises(StateError, match="not writable"):
+        mark.begin()
+    assert not mark.marked and mark.flush() is True
+
+
+def test_boot_id_is_the_kernel_s(tmp_path: Path) -> None:
+    if Path(flushmark.BOOT_ID).exists():
+        assert boot_id() == Path(flushmark.BOOT_ID).read_text().strip() != ""
+    assert boot_id(str(tmp_path / "absent")) == ""
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_only_a_durable_copier_flushes(src: Path, mnt: Path, monkeypatch: pytest.MonkeyPatch, durable: bool) -> None:
+    """`batch` durability: syncfs around the renames of small files, an fsync per big file. `snapshot`: none."""
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def syncfs(path: str) -> bool:
+        calls.append("syncfs")
+        return True
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync")
+        real_fsync(fd)
+
+    monkeypatch.setattr(mountfs, "syncfs", syncfs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    for i in range(8):
+        (src / f"small-{i}").write_bytes(os.urandom(100))
+    (src / "big").write_bytes(os.urandom((1 << 20) + 1))
+    rels = sorted(p.name for p in src.iterdir())
+    jobs = [CopyJob(rel, to_filestat(os.stat(src / rel))) for rel in rels]
+    results = Copier(str(src), str(mnt), durable=durable).run(jobs)
+    assert all(r.outcome is Outcome.COPIED for r in results)
+    assert tree(mnt) == tree(src)
+    if durable:
+        assert calls.count("syncfs") == 2 and calls.count("fsync") >= 1
+    else:
+        assert calls == []
+
+
+async def test_once_leaves_its_copies_to_the_kernel_and_a_crash_of_the_host_is_caught(
+    src: Path, mnt: Path, state: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `once` flushes nothing and leaves the mark; after a reboot (another boot id) every recorded file is
+    checked (not a sample), and the ones the crash tore (short or empty in the mount) are copied again."""
+    for i in range(400):
+        (src / f"d{i % 4}").mkdir(exist_ok=True)
+        (src / f"d{i % 4}" / f"f{i}").write_bytes(os.urandom(100 + i))
+    monkeypatch.setattr(flushmark, "boot_id", lambda: "boot-1")
+    report = await make_engine().sync_once()
+    assert report.copied == 400 and not report.failed
+    assert mark_of(state) == "boot-1"
+    again = make_engine()  # the same boot: no check of every file (the page cache still holds the copies)
+    with capture_logs() as logs:
+        await again.sync_once()
+    again.close()
+    assert [e for e in logs if e["event"] == "sync.crash_check"] == [] and mark_of(state) == "boot-1"
+
+    # the host went down before the kernel wrote two of the copies back
+    (mnt / "d1" / "f5").write_bytes(b"")
+    os.truncate(mnt / "d2" / "f6", 10)
+    for torn in ("d1/f5", "d2/f6"):
+        os.utime(mnt / torn, ns=(0, (src / torn).stat().st_mtime_ns))  # only the size tells
+    monkeypatch.setattr(flushmark, "boot_id", lambda: "boot-2")
+    with capture_logs() as logs:
+        report = await make_engine().sync_once()
+    assert report.copied == 2 and not report.failed
+    assert tree(mnt) == tree(src)
+    [check] = [e for e in logs if e["event"] == "sync.crash_check"]
+    assert check["mount_files"] == 400 and check["torn"] == 2
+
+
+async def test_batch_durability_leaves_no_mark(src: Path, state: Path, make_engine: EngineFactory) -> None:
+    for i in range(10):
+        (src / f"f{i}").write_text(str(i))
+    report = await make_engine(durability="batch").sync_once()
+    assert report.copied == 10 and mark_of(state) is None
+
+
+async def test_the_daemon_flushes_before_a_snapshot_when_idle_and_at_stop(
+    src: Path, mnt: Path, state: Path, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(settle=0.05, idle_flush=3600)
+    async with running(engine):
+        (src / "a").write_text("a")
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+        assert mark_of(state) is not None
+        async with engine.fence():  # a snapshot is taken inside
+            assert mark_of(state) is None
+        (src / "b").write_text("b")
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+        assert mark_of(state) is not None
+    engine.close()
+    assert mark_of(state) is None
+
+    quick = make_engine(settle=0.05, idle_flush=0.1)
+    async with running(quick):
+        (src / "c").write_text("c")
+        await wait_for(lambda: tree(mnt) == tree(src) and quick.idle(), 10)
+        await wait_for(lambda: mark_of(state) is None, 10)
+
+
+def test_marks_are_thread_safe(tmp_path: Path, mnt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches in many threads and flushes in between: the mark is gone only when a flush followed the last."""
+    monkeypatch.setattr(flushmark, "syncfs", lambda path: True)
+    mark = FlushMark(tmp_path, str(mnt), boot="boot-1")
+
+    def batches() -> None:
+        for _ in range(200):
+            mark.begin()
+            mark.end()
+
+    threads = [threading.Thread(target=batches) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    while any(t.is_alive() for t in threads):
+        mark.flush()
+        assert mark.marked or mark_of(tmp_path) is None
+    for thread in threads:
+        thread.join()
+    assert mark.flush() is True and mark_of(tmp_path) is None
