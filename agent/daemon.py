@@ -632,6 +632,7 @@ class Agent:
             self.on_fact(Tick(self.clock()))
             self._flush_rules_state()
             sent = await self.queue.drain()
+            await self.engine.flush()  # the copies since the last snapshot, on disk before the host may go down
         left = max(0.0, deadline - self.clock())
         if self._engine_scope is not None:
             self._engine_scope.cancel()  # copies still running (past the timeout) stop; their temp files go
@@ -662,8 +663,14 @@ class Agent:
                 done.set()  # the bar draws its final count and returns
             self.on_fact(Tick(self.clock()))
             self._flush_rules_state()
-            # the sync is over: a snapshot that is not covered now (deletes the rail refused) waits for a later run
-            drained = await self.queue.drain(timeout=drain_timeout, wait_for_coverage=False)
+            # the sync is over: a snapshot that is not covered now (deletes the rail refused) waits for a later run,
+            # and so do all when the copies cannot be flushed to disk first (no driver here to copy them again)
+            blocked = await self.engine.snapshot_blocker() if self._queue_status().get("depth") else None
+            if blocked is not None:
+                log.warning("queue.snapshots_wait", reason=blocked)
+                drained = False
+            else:
+                drained = await self.queue.drain(timeout=drain_timeout, wait_for_coverage=False)
             self._count_sync_errors()
             summary = {
                 "copied": report.copied,

@@ -97,7 +97,7 @@ class TaskQueue:
         adopt_skew: float = 5.0,
         inflight_grace: float = 30.0,
         keep_done: int = 1000,
-        fence: Callable[[], AbstractAsyncContextManager[object]] = contextlib.nullcontext,
+        fence: Callable[..., AbstractAsyncContextManager[object]] = lambda flush=True: contextlib.nullcontext(),
         snapshot_wait: float = 600.0,
         snapshot_poll: float = 1.0,
     ) -> None:
@@ -265,7 +265,7 @@ class TaskQueue:
         jobs = [job for job in jobs if job.snapshot_id is not None or job.create_sends > 0]
         if not jobs:
             return
-        async with self._fence():
+        async with self._fence(flush=False):  # copies wait; nothing of ours is taken, nothing need be on disk
             for job in jobs:
                 snapshot_id = job.snapshot_id
                 try:

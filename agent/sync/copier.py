@@ -6,7 +6,8 @@ For each file: open the source, check it is still what settled, write a hidden t
 (`.<name>.domino-sync-<hex>.tmp`) with the bytes streamed by the kernel (`copy_file_range`, else `sendfile`,
 else a 1 MiB buffer loop: never the whole file in memory), set mode and mtime, stat the source again (a
 change of size, mtime, ctime, inode or mode means it was written during the copy: the temp is discarded and
-the file settles again), make the data durable, `os.replace` over the target, make the folder durable.
+the file settles again), make the data durable (with `durable`, see below), `os.replace` over the target, make the
+folder durable (with `durable`).
 
 Durability per batch (`durable`, `dataset.durability: batch`): with four or more small files, one `syncfs()` of
 the mount before the renames and one after replaces an fsync per file and per folder (20,000 tiny files must

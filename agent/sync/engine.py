@@ -31,7 +31,8 @@ import anyio.to_thread
 from agent.backoff import backoff_delay
 from agent.errors import SourceError
 from agent.logs import get_logger
-from agent.sync.mount import mount_problem, read_record
+from agent.sync.flushmark import FLUSH_EVERY, FLUSH_RETRY, MARK_NAME, FlushMark
+from agent.sync.mount import mount_problem, read_record, stale_rows
 from agent.sync.pipeline import CLEAN_MARKER, IDLE_WAKE, LARGE_BATCH, STORM_QUIET, Pipeline, unknown_because
 from agent.sync.plan import Plan, plan_sync
 from agent.sync.scan import ScanResult
@@ -125,16 +126,27 @@ class SyncEngine(Pipeline):
         }
 
     @contextlib.asynccontextmanager
-    async def fence(self, poll: float = 0.05) -> AsyncIterator[None]:
+    async def fence(self, poll: float = 0.05, *, flush: bool = True) -> AsyncIterator[None]:
         """Inside, no copy and no delete runs: batches and delete passes wait to start, the running ones finish
         first. A snapshot is taken inside, so it never holds a copy's temp file (a half-written file), a batch half
         renamed into place, or misses files deleted while Domino was still taking it (a folder removed right after
-        its marker)."""
+        its marker). With `flush`, the copies are on disk first (flushmark.py): the fence waits while the mount is
+        away or unchecked after a crash of the host, and while a failed flush's files are copied again."""
         self._fenced += 1
         try:
-            while self._running or self._busy:  # noqa: ASYNC110 - they end in worker threads; a poll is the simple wait
-                await anyio.sleep(poll)
-            await self._flush("snapshot")  # the copies the snapshot holds are on disk before it is taken
+            while flush:
+                while self._running or self._busy:  # noqa: ASYNC110 - they end in worker threads; a poll is the simple wait
+                    await anyio.sleep(poll)
+                if await self._flush("snapshot") and self._recopied():  # what the snapshot holds is on disk
+                    break
+                # the mount is away or unchecked after a crash, or a flush failed: the fence lifts while what it
+                # dropped is copied again, and the snapshot waits
+                self._fenced -= 1
+                self._poke()
+                try:
+                    await anyio.sleep(FLUSH_RETRY)
+                finally:
+                    self._fenced += 1
             if self._mount_problem is None:
                 await self._clear_temps()  # a copy that failed on the mount's side may have left one: not in a snapshot
             yield
@@ -152,12 +164,6 @@ class SyncEngine(Pipeline):
             self._early_scan = None
         if self._db is None:
             return
-        mark = self._flush_mark
-        if not self._burst and mark is not None and mark.marked and self._busy == 0 and self._mount_problem is None:
-            try:  # a stop of the daemon (often before a shutdown) leaves the copies on disk; `once` leaves them
-                mark.flush()  # to the kernel, as rsync and cp do (the mark catches a crash of the host)
-            except OSError as exc:
-                log.warning("sync.flush_failed", mount=self._mount, before="stop", error=exc.strerror or str(exc))
         if self._temps_clear and not self._batches.temps_left and self._busy == 0:
             try:
                 marker = self._state_dir / CLEAN_MARKER
@@ -186,6 +192,11 @@ class SyncEngine(Pipeline):
             return mount_problem(self._mount, probe=False, recorded=remembered)
 
         problem = await anyio.to_thread.run_sync(look)
+        if problem is None and not opened and (self._state_dir / MARK_NAME).exists():
+            mark = await anyio.to_thread.run_sync(FlushMark, self._state_dir, self._mount)
+            if mark.crashed:  # what the check after a crash of the host would copy again
+                torn = set(await anyio.to_thread.run_sync(stale_rows, self._mount, rows, len(rows)))
+                rows = {rel: row for rel, row in rows.items() if rel not in torn}
         if self.source.create and not os.path.lexists(self._root):
             scan = ScanResult()  # the agent makes it at start: an empty source, nothing to copy yet
         else:
@@ -377,13 +388,32 @@ class SyncEngine(Pipeline):
                 with anyio.move_on_after(delay):
                     await wake.wait()
 
+    async def snapshot_blocker(self) -> str | None:
+        """`once`, before its snapshots: None once every copy is flushed to disk (now), else why no snapshot may
+        be taken in this run (the fence would wait for what only the daemon does: a check, copies again)."""
+        if await self._flush("snapshot") and self._recopied():
+            return None
+        mark = self._flush_mark
+        if mark is not None and mark.crashed:
+            return "the host went down with copies not flushed, and the mount could not be checked since"
+        if self._mount_problem is not None:
+            return f"the copies cannot be flushed to disk: {self._mount_problem}"
+        return "a flush of the mount failed: the copies made since the last good one are to be made again"
+
+    async def flush(self) -> None:
+        """Daemon mode, at a stop (often before a shutdown): the copies are flushed to disk (flushmark.py). `once`
+        leaves them to the kernel, as rsync and cp do; the mark catches a crash of the host."""
+        await self._flush("stop")
+
     async def _flush_loop(self) -> None:
-        """Flush the mount once the copies have been quiet for `idle_flush` seconds (flushmark.py)."""
+        """Flush the mount once the copies have been quiet for `idle_flush` seconds, and at least every
+        `FLUSH_EVERY` seconds while they go on (flushmark.py)."""
         while True:
             await anyio.sleep(self._idle_flush)
             mark = self._flush_mark
-            quiet = time.monotonic() - self._copies_ended >= self._idle_flush
-            if mark is not None and mark.marked and not self._running and quiet:
+            now = time.monotonic()
+            quiet = not self._running and now - self._copies_ended >= self._idle_flush
+            if mark is not None and mark.marked and (quiet or now - self._flushed_at >= FLUSH_EVERY):
                 await self._flush("idle")
 
     async def _watch_loop(self) -> None:

@@ -14,8 +14,13 @@ agent loses nothing (the page cache is the kernel's). So before the first copy a
 writes `<state_dir>/unflushed` with this boot's id (`/proc/sys/kernel/random/boot_id`), durably, and a flush
 that nothing overlapped removes it. At start, a mark left by another boot means the host went down with copies
 not flushed: the engine then checks every recorded file's size and mtime in the mount (`mount.stale_rows`, all
-rows) and copies again what the crash tore. A mark left by this boot (a `once`, which leaves the write-back to
-the kernel, or a killed agent) needs no check: the page cache still holds the copies.
+rows), copies again what the crash tore, and writes the mark anew with this boot's id. A mark left by this boot
+(a `once`, which leaves the write-back to the kernel, or a killed agent) needs no check: the page cache still
+holds the copies. Until the check is done (the mount may be away at start), no snapshot is taken.
+
+A flush that fails (an I/O error writing back) means copies made since the last good flush may never reach the
+disk, although the page cache shows them whole: the engine drops their rows and copies them again, and a
+snapshot waits for that (pipeline.py `Pipeline._flush`).
 
 Thread-safe: batches begin and end in worker threads while a flush runs in another.
 """
@@ -33,6 +38,10 @@ from agent.sync.mountfs import syncfs
 MARK_NAME = "unflushed"
 IDLE_FLUSH = 2.0
 """Seconds without a copy after which the daemon flushes the mount and removes the mark."""
+FLUSH_EVERY = 60.0
+"""Seconds: while copies go on without a pause, the daemon flushes at least this often."""
+FLUSH_RETRY = 1.0
+"""Seconds a snapshot waits, the fence lifted, before it tries the flush again (see SyncEngine.fence)."""
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
@@ -70,8 +79,13 @@ class FlushMark:
         return self._marked
 
     def checked(self) -> None:
-        """The mount was checked after a crash: a flush may remove the mark again."""
-        self.crashed = False
+        """The mount was checked after a crash (and the torn files' rows dropped, durably): the mark now speaks
+        for this boot (a later `once` need not check again), and a flush may remove it."""
+        with self._lock:
+            self.crashed = False
+            if self._marked:
+                with contextlib.suppress(OSError):  # kept as it was: the next start checks once more
+                    self._write()
 
     def begin(self) -> None:
         """Before a batch writes to the mount: the mark is on disk (raises StateError when it cannot be)."""

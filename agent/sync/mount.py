@@ -148,9 +148,10 @@ def stale_rows(mount: str, rows: Mapping[str, Row], sample: int = 64) -> list[st
     """
     if not rows:
         return []
-    keys = random.sample(list(rows), min(sample, len(rows)))
-    if all(_holds(mount, rel, rows[rel]) for rel in keys):
-        return []
+    if sample < len(rows):
+        keys = random.sample(list(rows), sample)
+        if all(_holds(mount, rel, rows[rel]) for rel in keys):
+            return []
     return [rel for rel, row in rows.items() if not _holds(mount, rel, row)]
 
 

@@ -105,6 +105,10 @@ class Pipeline:
         self._idle_flush = idle_flush
         self._flush_mark: FlushMark | None = None  # read at open (flushmark.py)
         self._copies_ended = 0.0  # monotonic time the last batch ended: the daemon flushes once they are quiet
+        self._flushed_at = time.monotonic()  # the last good flush (or the start)
+        self._unflushed: list[str] = []  # copied since the last good flush (`snapshot` durability): a failed
+        # flush has them copied again
+        self._recopying: set[str] = set()  # dropped by a failed flush, not copied again yet: snapshots wait
         self._root = os.path.abspath(source.path)
         self._mount = os.path.abspath(mount)
         self._state_dir = Path(state_dir)
@@ -224,16 +228,60 @@ class Pipeline:
         self._flush_mark = mark  # also in `batch` mode: a mark an earlier run left still calls for the check
         self._batches.flush_mark = mark if self._durability == "snapshot" else None
 
-    async def _flush(self, before: str) -> None:
-        """Flush the mount's copies to disk and remove the `unflushed` mark (flushmark.py); a failure is logged,
-        and the mark stays."""
+    async def _flush(self, before: str) -> bool:
+        """Flush the mount's copies to disk and remove the `unflushed` mark when nothing overlapped
+        (flushmark.py). True when every copy recorded before the call is on disk and the mount was checked
+        after a crash of the host; False while the mount is away or unchecked, or when the flush failed: the
+        kernel could not write some copies back, which the page cache still shows whole, so the rows of every
+        copy since the last good flush are dropped and those files copied again (`_recopying` until then)."""
         mark = self._flush_mark
-        if mark is None or not mark.marked or self._mount_problem is not None:
-            return
+        if mark is None or not mark.marked:
+            return True
+        if mark.crashed or self._mount_problem is not None:
+            return False
+        covered = len(self._unflushed)
         try:
-            await anyio.to_thread.run_sync(mark.flush)
+            synced = await anyio.to_thread.run_sync(self._flush_mount, mark, abandon_on_cancel=True)
         except OSError as exc:
-            log.warning("sync.flush_failed", mount=self._mount, before=before, error=exc.strerror or str(exc))
+            lost, self._unflushed = self._unflushed[:covered], self._unflushed[covered:]
+            error = exc.strerror or str(exc)
+            log.error("sync.flush_failed", mount=self._mount, before=before, error=error, copy_again=len(lost))
+            await self._copy_again(lost)
+            return False
+        if synced:
+            del self._unflushed[:covered]
+            self._flushed_at = time.monotonic()
+        return synced
+
+    def _flush_mount(self, mark: FlushMark) -> bool:
+        """Worker thread: flush, unless the mount point was unmounted since the last look (the path then holds
+        another filesystem)."""
+        if self._mount_gone():
+            return False
+        mark.flush()
+        return True
+
+    async def _copy_again(self, paths: list[str]) -> None:
+        """Forget the rows of `paths` (durably) so they are copied again; no new data for the rules."""
+        rows = self._ledger.rows
+        lost = list(dict.fromkeys(p for p in paths if p in rows))
+        if not lost or self._db is None:
+            return
+        db = self._db
+        try:
+            await anyio.to_thread.run_sync(lambda: db.record(drop=lost, durable=True))
+        except StateError as exc:
+            log.error("sync.rows_not_dropped", files=len(lost), error=str(exc))
+            return
+        self._ledger.drop_rows(lost)
+        self._recopying.update(lost)
+        self.request_scan()
+
+    def _recopied(self) -> bool:
+        """Every file a failed flush dropped is copied again (or left the source)."""
+        restoring = self._ledger.restoring
+        self._recopying = {rel for rel in self._recopying if rel in restoring}
+        return not self._recopying
 
     async def _clear_temps(self) -> str | None:
         """Unless no temp file of ours can be in the mount (a clean last stop, or a sweep since, and no copy failed
@@ -345,12 +393,16 @@ class Pipeline:
             log.warning("sync.crash_check", mount_files=len(rows), torn=len(stale), first=stale[0] if stale else None)
         if stale:
             log.warning("sync.mount_rows_stale", files=len(stale), mount_files=len(rows), first=stale[0])
-            if self._db is not None:
-                await anyio.to_thread.run_sync(lambda: self._db.record(drop=stale) if self._db else None)
+            if self._db is not None:  # durably after a crash: the mark goes once the check is done
+                await anyio.to_thread.run_sync(
+                    lambda: self._db.record(drop=stale, durable=crashed) if self._db else None
+                )
             self._ledger.drop_rows(stale)
+            if crashed:  # torn, not missing: no snapshot until they are whole again
+                self._recopying.update(stale)
             self.request_scan()
         if crashed and mark is not None:
-            mark.checked()
+            await anyio.to_thread.run_sync(mark.checked)
 
     async def _full_scan(self) -> bool:
         started = self._clock()
@@ -529,6 +581,9 @@ class Pipeline:
                 self._ledger.release(jobs)
             self._poke()
         results, claimed = outcome
+        if self._batches.flush_mark is not None:  # on disk once a flush succeeds (`_flush`)
+            self._unflushed.extend(claimed)
+            self._unflushed.extend(r.path for r in results if r.done)
         now = self._clock()
         if claimed:  # a lost forked copy's files in the mount (before the results: a copy made again wins)
             self._ledger.claim(claimed)

@@ -230,14 +230,17 @@ class StateDB:
         drop: Iterable[str] = (),
         at: float = 0.0,
         done: Iterable[str] = (),
+        *,
+        durable: bool = False,
     ) -> None:
-        """Upsert `put` and delete `drop` in one transaction, clearing the intents of the paths in `done`."""
+        """Upsert `put` and delete `drop` in one transaction, clearing the intents of the paths in `done`;
+        `durable` syncs it (rows dropped so their files are copied again must not come back after a crash)."""
         puts = [(_key(path), *_ROW.unpack(row), at) for path, row in put]
         drops = [(_key(path),) for path in drop]
         dones = [(_key(path),) for path in done]
         if not puts and not drops and not dones:
             return
-        with self._transaction() as conn:
+        with self._transaction(durable=durable) as conn:
             if dones:
                 conn.executemany("DELETE FROM installing WHERE path = ?", dones)
             if drops:

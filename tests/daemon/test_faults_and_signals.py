@@ -146,6 +146,7 @@ def test_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
         assert "agent.stopped" in err
         assert "Traceback" not in err
         assert len(tree(emu.mount_root / DATASET)) == 30
+        assert not (cfg.state_dir / "unflushed").exists()  # flushed to disk before the exit
 
 
 def test_a_second_signal_stops_the_drain_at_once(tmp_path: Path) -> None:

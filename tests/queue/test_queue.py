@@ -431,12 +431,12 @@ async def test_events_report_each_step(make_queue: Any, api: Any, events: Any) -
     assert events.of("queue.tagged") == [{"job_id": 1, "snapshot_id": snap, "tag": "b"}]
 
 
-def recording_fence(api: Any, held: list[str]) -> Callable[[], AbstractAsyncContextManager[None]]:
+def recording_fence(api: Any, held: list[str]) -> Callable[..., AbstractAsyncContextManager[None]]:
     """A fence that notes when it is entered, and how many looks and tag calls the server had when it was left."""
 
     @contextlib.asynccontextmanager
-    async def fence() -> AsyncIterator[None]:
-        held.append("enter")
+    async def fence(*, flush: bool = True) -> AsyncIterator[None]:
+        held.append("enter" if flush else "enter without a flush")
         yield
         held.append(f"exit after {api.calls['get_snapshot']} looks, {api.calls['add_tag']} tags")
 
@@ -493,7 +493,7 @@ async def test_at_start_a_snapshot_still_being_taken_is_waited_for_inside_the_fe
     tried = api.calls["add_tag"]  # the first run's failed tag calls
     second = make_queue(fence=recording_fence(api, held), snapshot_poll=0.01)
     await second.settle_in_flight()
-    assert held == ["enter", f"exit after 4 looks, {tried} tags"]  # no tag call inside the fence
+    assert held == ["enter without a flush", f"exit after 4 looks, {tried} tags"]  # no tag call inside the fence
     assert await second.drain(5)
     assert api.tags_of(snap_id) == {"drop", "latest"}
     assert api.calls["create_snapshot"] == 1
@@ -501,7 +501,7 @@ async def test_at_start_a_snapshot_still_being_taken_is_waited_for_inside_the_fe
 
 async def test_at_start_nothing_in_flight_costs_no_call(make_queue: Any, api: Any) -> None:
     """With no job past a create call, the start-up look makes no API call and takes no fence."""
-    q = make_queue(fence=lambda: pytest.fail("no fence expected"))
+    q = make_queue(fence=lambda **_: pytest.fail("no fence expected"))
     q.submit(req("waiting"))
     await q.settle_in_flight()
     assert sum(api.calls.values()) == 0

@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from structlog.testing import capture_logs
 from sync.sync_kit import EngineFactory, running, tree, wait_for
 
 from agent.errors import StateError
+from agent.facts import Fact, FileChanged, FileSynced
 from agent.sync import flushmark, mountfs
 from agent.sync.copier import Copier, CopyJob, Outcome
 from agent.sync.flushmark import MARK_NAME, FlushMark, boot_id
@@ -169,7 +174,7 @@ async def test_batch_durability_leaves_no_mark(src: Path, state: Path, make_engi
     assert report.copied == 10 and mark_of(state) is None
 
 
-async def test_the_daemon_flushes_before_a_snapshot_when_idle_and_at_stop(
+async def test_the_daemon_flushes_before_a_snapshot_when_idle_and_at_a_stop(
     src: Path, mnt: Path, state: Path, make_engine: EngineFactory
 ) -> None:
     engine = make_engine(settle=0.05, idle_flush=3600)
@@ -182,8 +187,8 @@ async def test_the_daemon_flushes_before_a_snapshot_when_idle_and_at_stop(
         (src / "b").write_text("b")
         await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
         assert mark_of(state) is not None
-    engine.close()
-    assert mark_of(state) is None
+        await engine.flush()  # the daemon's stop, within its drain
+        assert mark_of(state) is None
 
     quick = make_engine(settle=0.05, idle_flush=0.1)
     async with running(quick):
@@ -211,3 +216,120 @@ def test_marks_are_thread_safe(tmp_path: Path, mnt: Path, monkeypatch: pytest.Mo
     for thread in threads:
         thread.join()
     assert mark.flush() is True and mark_of(tmp_path) is None
+
+
+def test_the_check_after_a_crash_makes_the_mark_this_boot_s(tmp_path: Path, mnt: Path) -> None:
+    (tmp_path / MARK_NAME).write_text("boot-0\n")
+    mark = FlushMark(tmp_path, str(mnt), boot="boot-1")
+    assert mark.crashed
+    mark.checked()
+    assert mark_of(tmp_path) == "boot-1" and mark.marked
+    assert not FlushMark(tmp_path, str(mnt), boot="boot-1").crashed  # a later `once` of this boot: no check
+
+
+async def crashed_with_a_torn_file(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five files copied by a `once` in boot-1; the host went down and came back as boot-2, `d/2` torn."""
+    for i in range(5):
+        (src / "d").mkdir(exist_ok=True)
+        (src / "d" / str(i)).write_text(f"file {i} " * 100)
+    monkeypatch.setattr(flushmark, "boot_id", lambda: "boot-1")
+    engine = make_engine()
+    assert (await engine.sync_once()).copied == 5
+    engine.close()
+    os.truncate(mnt / "d" / "2", 0)
+    os.utime(mnt / "d" / "2", ns=(0, (src / "d" / "2").stat().st_mtime_ns))
+    monkeypatch.setattr(flushmark, "boot_id", lambda: "boot-2")
+
+
+async def test_a_snapshot_waits_until_the_mount_is_checked_and_the_torn_files_are_whole(
+    src: Path, mnt: Path, tmp_path: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mount is away when the agent starts after the crash: no snapshot until it is back, checked, and the
+    torn file copied again."""
+    await crashed_with_a_torn_file(src, mnt, make_engine, monkeypatch)
+    away = tmp_path / "away"
+    mnt.rename(away)
+    real_open, unreadable_until = os.open, [float("inf")]
+
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:  # d/2 cannot be read for a while
+        if os.fsdecode(path).endswith("/src/d/2") and time.monotonic() < unreadable_until[0]:
+            raise OSError(errno.EIO, "Input/output error", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    engine = make_engine(settle=0.05, mount_retry_cap=0.2, retry_cap=0.2)
+    entered: list[dict[str, bytes]] = []
+    async with running(engine):
+        assert engine.status()["mount_problem"] is not None
+
+        async def snapshot() -> None:
+            async with engine.fence():
+                entered.append(tree(mnt))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(snapshot)
+            await anyio.sleep(1.5)
+            assert entered == []
+            away.rename(mnt)
+            unreadable_until[0] = time.monotonic() + 2.5
+            await anyio.sleep(2.0)
+            assert entered == []  # checked, but d/2 is still torn
+            await wait_for(lambda: bool(entered), 20)
+    assert entered[0] == tree(src)
+    assert (mnt / "d" / "2").read_text() == (src / "d" / "2").read_text()
+
+
+async def test_once_takes_no_snapshot_it_cannot_flush(
+    src: Path, mnt: Path, tmp_path: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`once` cannot wait for the check (no driver): with the mount away after a crash its snapshots wait for a
+    later run. With the mount there, the check and the copies come first, and the flush clears the way."""
+    await crashed_with_a_torn_file(src, mnt, make_engine, monkeypatch)
+    mnt.rename(tmp_path / "away")
+    engine = make_engine()
+    report = await engine.sync_once()
+    assert report.mount_problem is not None
+    reason = await engine.snapshot_blocker()
+    assert reason is not None and "host went down" in reason
+    engine.close()
+    (tmp_path / "away").rename(mnt)
+    assert (await make_engine().plan()).copy == ("d/2",)  # the dry run knows what the check would find
+    engine = make_engine()
+    report = await engine.sync_once()
+    assert report.copied == 1 and tree(mnt) == tree(src)
+    assert await engine.snapshot_blocker() is None
+    assert mark_of(engine._state_dir) is None
+
+
+async def test_a_failed_flush_copies_again_what_it_may_have_lost(
+    src: Path, mnt: Path, state: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error writing back: the page cache still shows the copies whole, the disk may never get them. Their
+    rows go, they are copied again (no new data for the rules), and the snapshot waits for that."""
+    facts: list[Fact] = []
+    engine = make_engine(settle=0.05, idle_flush=3600, on_fact=facts.append)
+    real_syncfs = flushmark.syncfs
+    failures = [OSError(5, "Input/output error")]
+
+    def syncfs(path: str) -> bool:
+        if failures:
+            raise failures.pop()
+        return real_syncfs(path)
+
+    monkeypatch.setattr(flushmark, "syncfs", syncfs)
+    async with running(engine):
+        (src / "a").write_text("a")
+        (src / "b").write_text("b")
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+        copies = engine.status()["copies"]
+        with capture_logs() as logs:
+            async with engine.fence():
+                assert engine.status()["copies"] == copies + 2  # both again, before the snapshot
+                assert mark_of(state) is None
+    [failed] = [e for e in logs if e["event"] == "sync.flush_failed"]
+    assert failed["copy_again"] == 2 and failed["before"] == "snapshot"
+    again = [f for f in facts if isinstance(f, FileSynced) and f.restored]
+    assert sorted(f.path for f in again) == ["a", "b"]
+    assert sorted(f.path for f in facts if isinstance(f, FileChanged)) == ["a", "b"]  # once each: no new data
