@@ -29,7 +29,7 @@ import anyio.abc
 import anyio.to_thread
 
 from agent.backoff import backoff_delay
-from agent.errors import SourceError
+from agent.errors import SourceError, StateError
 from agent.logs import get_logger
 from agent.sync.flushmark import FLUSH_EVERY, FLUSH_RETRY, MARK_NAME, FlushMark
 from agent.sync.mount import mount_problem, read_record, stale_rows
@@ -164,6 +164,10 @@ class SyncEngine(Pipeline):
             self._early_scan = None
         if self._db is None:
             return
+        if self._lost_gone:  # lost rows whose file left the source: not loaded as `restoring` again
+            with contextlib.suppress(StateError):
+                self._db.record(found=self._lost_gone)
+            self._lost_gone = []
         if self._temps_clear and not self._batches.temps_left and self._busy == 0:
             try:
                 marker = self._state_dir / CLEAN_MARKER

@@ -109,6 +109,7 @@ class Pipeline:
         self._unflushed: list[str] = []  # copied since the last good flush (`snapshot` durability): a failed
         # flush has them copied again
         self._recopying: set[str] = set()  # dropped by a failed flush, not copied again yet: snapshots wait
+        self._lost_gone: list[str] = []  # `restoring` rows whose file left the source: out of the DB at close
         self._root = os.path.abspath(source.path)
         self._mount = os.path.abspath(mount)
         self._state_dir = Path(state_dir)
@@ -218,6 +219,7 @@ class Pipeline:
             known = self._early_scan.image if self._early_scan is not None else None
             self._ledger.rows = await anyio.to_thread.run_sync(lambda: db.load(image=self._burst, known=known))
             self._intents = await anyio.to_thread.run_sync(db.intents)
+            self._ledger.restoring = await anyio.to_thread.run_sync(db.restoring)
             self._mount_record = await anyio.to_thread.run_sync(read_record, self._state_dir)
             self._temps_clear = await anyio.to_thread.run_sync(self._take_clean_marker)
             mark = await anyio.to_thread.run_sync(FlushMark, self._state_dir, self._mount)
@@ -269,7 +271,7 @@ class Pipeline:
             return
         db = self._db
         try:
-            await anyio.to_thread.run_sync(lambda: db.record(drop=lost, durable=True))
+            await anyio.to_thread.run_sync(lambda: db.record(lose=[(rel, rows[rel]) for rel in lost], durable=True))
         except StateError as exc:
             log.error("sync.rows_not_dropped", files=len(lost), error=str(exc))
             return
@@ -394,8 +396,9 @@ class Pipeline:
         if stale:
             log.warning("sync.mount_rows_stale", files=len(stale), mount_files=len(rows), first=stale[0])
             if self._db is not None:  # durably after a crash: the mark goes once the check is done
+                lost = [(rel, rows[rel]) for rel in stale]
                 await anyio.to_thread.run_sync(
-                    lambda: self._db.record(drop=stale, durable=crashed) if self._db else None
+                    lambda: self._db.record(lose=lost, durable=crashed) if self._db else None
                 )
             self._ledger.drop_rows(stale)
             if crashed:  # torn, not missing: no snapshot until they are whole again
@@ -465,6 +468,7 @@ class Pipeline:
         if ledger.restoring:  # lost rows whose file the source no longer has are not coming back
             kept = ledger.restoring.items()
             ledger.restoring = {rel: row for rel, row in kept if scan.met(rel) or under_any(rel, scan.unreadable)}
+            self._lost_gone.extend(rel for rel, _ in kept if rel not in ledger.restoring)  # from the DB at close
         self._log_skips(scan.skipped)
         self._note_unreadable(scan, full=True)
         self._links.replace(scan.hardlinks, scan.symlinks, keep_under=scan.unreadable)

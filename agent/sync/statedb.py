@@ -126,6 +126,13 @@ CREATE TABLE IF NOT EXISTS installing (
     ino INTEGER NOT NULL,
     mode INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS restoring (
+    path PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    mode INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files_image (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     image BLOB NOT NULL
@@ -144,6 +151,7 @@ class StateDB:
         writes nothing (the dry run), so only `load(image=False)` and `intents` may be called."""
         self.path = path
         self._lock = threading.Lock()
+        self._lost = 0  # rows in `restoring`: copies of the puts are taken out of it only while there are any
         if read_only:
             try:
                 uri = path.absolute().as_uri() + "?mode=ro"
@@ -157,6 +165,7 @@ class StateDB:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            self._lost = self._conn.execute("SELECT COUNT(*) FROM restoring").fetchone()[0]
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"state DB {path} cannot be opened ({exc}): check state_dir") from None
 
@@ -207,11 +216,20 @@ class StateDB:
 
     def intents(self) -> dict[str, Row]:
         """The intents left by batches that never committed (an agent killed mid-batch), by path."""
+        return self._table("installing")
+
+    def restoring(self) -> dict[str, Row]:
+        """The rows of files the mount lost (`record(lose=...)`), not copied again yet, by path."""
+        return self._table("restoring")
+
+    def _table(self, name: str) -> dict[str, Row]:
         with self._lock:
             try:
-                cursor = self._conn.execute("SELECT path, size, mtime_ns, ino, mode FROM installing")
+                cursor = self._conn.execute(f"SELECT path, size, mtime_ns, ino, mode FROM {name}")
                 return {(p if type(p) is str else os.fsdecode(p)): _pack(s, m, i, mo) for p, s, m, i, mo in cursor}
             except sqlite3.Error as exc:
+                if "no such table" in str(exc):  # a dry run over a DB from an older version
+                    return {}
                 raise StateError(f"state DB {self.path} cannot be read ({exc})") from None
 
     def intend(self, items: Iterable[tuple[str, Row]]) -> None:
@@ -231,16 +249,31 @@ class StateDB:
         at: float = 0.0,
         done: Iterable[str] = (),
         *,
+        lose: Iterable[tuple[str, Row]] = (),
+        found: Iterable[str] = (),
         durable: bool = False,
     ) -> None:
-        """Upsert `put` and delete `drop` in one transaction, clearing the intents of the paths in `done`;
-        `durable` syncs it (rows dropped so their files are copied again must not come back after a crash)."""
+        """Upsert `put` and delete `drop` in one transaction, clearing the intents of the paths in `done`. `lose`:
+        rows whose file the mount lost, kept in `restoring` until the file is put again (or `found` gone from
+        the source), so a file copied again unchanged is no new data after a restart too. `durable` syncs it
+        (rows dropped so their files are copied again must not come back after a crash)."""
         puts = [(_key(path), *_ROW.unpack(row), at) for path, row in put]
-        drops = [(_key(path),) for path in drop]
+        losts = list({_key(path): (_key(path), *_ROW.unpack(row)) for path, row in lose}.values())
+        drops = [(_key(path),) for path in drop] + [lost[:1] for lost in losts]
         dones = [(_key(path),) for path in done]
-        if not puts and not drops and not dones:
+        founds = [(_key(path),) for path in found]
+        if not puts and not drops and not dones and not founds:
             return
         with self._transaction(durable=durable) as conn:
+            lost = self._lost
+            if losts or founds or (puts and lost):
+                before = conn.total_changes
+                conn.executemany("DELETE FROM restoring WHERE path = ?", [*founds, *(p[:1] for p in puts), *drops])
+                lost -= conn.total_changes - before
+                conn.executemany(
+                    "INSERT INTO restoring (path, size, mtime_ns, ino, mode) VALUES (?, ?, ?, ?, ?)", losts
+                )
+                lost += len(losts)
             if dones:
                 conn.executemany("DELETE FROM installing WHERE path = ?", dones)
             if drops:
@@ -251,6 +284,7 @@ class StateDB:
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     puts,
                 )
+            self._lost = lost  # a commit that fails leaves it high: puts then look in `restoring` for nothing
 
     @contextlib.contextmanager
     def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:

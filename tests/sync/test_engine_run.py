@@ -20,6 +20,7 @@ from agent.facts import Fact, FileChanged, FileDeleted, FileSynced
 from agent.sync import copier as copier_mod
 from agent.sync import mount as mount_mod
 from agent.sync import pipeline as pipeline_mod
+from agent.sync.statedb import StateDB
 from agent.sync.watcher import ScriptedWatcher
 
 
@@ -461,6 +462,34 @@ async def test_files_copied_again_after_the_mount_lost_them_are_no_new_data(
     assert [p for p, f in synced.items() if not f.restored] == ["run1/part-0.csv"]
     assert [f.path for f in facts if isinstance(f, FileChanged)] == ["run1/part-0.csv"]
     assert engine._ledger.restoring == {}
+
+
+async def test_a_restart_in_the_middle_of_a_refill_is_no_new_data_either(
+    src: Path, mnt: Path, make_engine: EngineFactory
+) -> None:
+    """The rows the mount lost are kept in the state DB until their files are copied again: an agent stopped in
+    the middle of the refill (here: before it copied anything) still takes the rest for what it was."""
+    for i in range(5):
+        write(src / "run1" / f"part-{i}.csv", str(i))
+    write(src / "run1" / "_SUCCESS", "run1")
+    engine = make_engine(settle=0.05, rescan=3600, mount_poll=0.1)
+    async with running(engine):
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+        engine._fenced += 1  # no copy starts: the agent stops before the refill
+        mnt.rename(mnt.with_name("mnt.old"))
+        mnt.mkdir()
+        await wait_for(lambda: len(engine._ledger.restoring) == 6, 10)
+    engine.close()
+    (src / "run1" / "part-4.csv").unlink()  # its lost row is forgotten, in the DB too
+    facts: list[Fact] = []
+    again = make_engine(settle=0.05, rescan=3600, on_fact=facts.append)
+    async with running(again):
+        await wait_for(lambda: tree(mnt) == tree(src) and again.idle(), 10)
+    again.close()
+    synced = [f for f in facts if isinstance(f, FileSynced)]
+    assert len(synced) == 5 and all(f.restored for f in synced)
+    assert [f for f in facts if isinstance(f, FileChanged)] == []
+    assert make_engine()._ledger.restoring == {} and StateDB(again._state_dir / "state.db").restoring() == {}
 
 
 async def test_links_follow_an_edit_of_their_target_at_once(src: Path, mnt: Path, make_engine: EngineFactory) -> None:

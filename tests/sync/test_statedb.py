@@ -44,8 +44,8 @@ def test_record_upserts_and_drops_in_one_call(tmp_path: Path) -> None:
 
 
 def test_wal_mode_and_only_our_table(tmp_path: Path) -> None:
-    """The DB runs in WAL mode and this module creates only its `files`, `installing` and `files_image` tables,
-    leaving others' tables alone."""
+    """The DB runs in WAL mode and this module creates only its `files`, `installing`, `restoring` and
+    `files_image` tables, leaving others' tables alone."""
     path = tmp_path / "state.db"
     other = sqlite3.connect(path)
     other.execute("CREATE TABLE queue (id INTEGER PRIMARY KEY)")
@@ -56,7 +56,7 @@ def test_wal_mode_and_only_our_table(tmp_path: Path) -> None:
     mode = other.execute("PRAGMA journal_mode").fetchone()[0]
     other.close()
     db.close()
-    assert tables == {"queue", "files", "installing", "files_image"}
+    assert tables == {"queue", "files", "installing", "restoring", "files_image"}
     assert mode == "wal"
 
 
@@ -183,4 +183,25 @@ def test_a_known_image_still_stored_is_copied_not_unmarshalled(tmp_path: Path, m
     other.record(put=[("f0", make_row(9, 9, 9, 0o644))])
     assert other.load(known=known)["f0"] == make_row(9, 9, 9, 0o644)
     other.close()
+    db.close()
+
+
+def test_rows_the_mount_lost_are_kept_until_their_file_is_put_again(tmp_path: Path) -> None:
+    """`lose` moves rows from `files` to `restoring` (kept across a reopen); a put of the path, or `found`,
+    takes them out again."""
+    db = StateDB(tmp_path / "state.db")
+    rows = {name: make_row(i + 1, i, i, 0o644) for i, name in enumerate(["a", "b", "c", "d/é"])}
+    db.record(put=rows.items())
+    db.record(lose=[(name, rows[name]) for name in ("a", "b", "d/é")], durable=True)
+    assert db.load(image=False) == {"c": rows["c"]}
+    db.close()
+    db = StateDB(tmp_path / "state.db")
+    assert db.restoring() == {name: rows[name] for name in ("a", "b", "d/é")}
+    db.record(put=[("a", make_row(9, 9, 9, 0o644))])
+    db.record(found=["b"])
+    assert db.restoring() == {"d/é": rows["d/é"]}
+    db.record(lose=[("c", rows["c"]), ("c", rows["c"])])  # twice in one call: one row
+    assert set(db.restoring()) == {"c", "d/é"}
+    db.record(put=[("c", rows["c"]), ("d/é", rows["d/é"])])
+    assert db.restoring() == {} and db._lost == 0
     db.close()
