@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import errno as E
+import fcntl
 import json
 import os
 import random
 import secrets
 import stat
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,23 +47,45 @@ class MountRecord:
     mount_point: bool
     dev: int
     ino: int = 0  # the folder itself: another inode is another folder put in its place (0: not recorded)
+    gen: int = 0  # its inode's generation: `rm -rf mount; mkdir mount` gets the same inode back on ext4, not
+    # the same generation (0: not recorded, or a filesystem that gives none, as tmpfs and NFS)
+
+
+FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long) on 64-bit Linux
+
+
+def generation(path: str) -> int:
+    """The inode generation of the folder at `path` (FS_IOC_GETVERSION), 0 where the filesystem gives none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, FS_IOC_GETVERSION, bytes(8)), sys.byteorder, signed=True)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
 
 
 def current_record(mount: str) -> MountRecord:
     """The mount as it is now (raises OSError when it cannot be stat'ed)."""
     st = os.stat(mount)
-    return MountRecord(mount, os.path.ismount(mount), st.st_dev, st.st_ino)
+    return MountRecord(mount, os.path.ismount(mount), st.st_dev, st.st_ino, generation(mount))
 
 
 def updated_record(recorded: MountRecord | None, current: MountRecord) -> MountRecord | None:
     """The record to keep after a usable look at the mount, or None when the recorded one stands: the first
     look (or another mount path), a plain folder that became a mount point, a remount (another device), another
-    folder put in its place (`mv mount mount.old; mkdir mount`: the same device, another inode)."""
+    folder put in its place (`mv mount mount.old; mkdir mount`: the same device, another inode; `rm -rf mount;
+    mkdir mount`: often the same inode again, another generation)."""
     if recorded is None or recorded.path != current.path:
         return current
     if current.mount_point and (not recorded.mount_point or current.dev != recorded.dev):
         return current
     if current.ino != recorded.ino:  # an old record (no inode yet) takes the inode without a check
+        return current
+    if current.gen != recorded.gen:  # the same inode number, reused (an old record takes it without a check)
         return current
     return None
 
@@ -75,7 +99,8 @@ def read_record(state_dir: Path) -> MountRecord | None:
     """The remembered mount, or None (none yet, or unreadable: then the next usable look records it anew)."""
     try:
         data = json.loads((state_dir / RECORD_NAME).read_text())
-        return MountRecord(str(data["path"]), bool(data["mount_point"]), int(data["dev"]), int(data.get("ino", 0)))
+        path, point, dev = str(data["path"]), bool(data["mount_point"]), int(data["dev"])
+        return MountRecord(path, point, dev, int(data.get("ino", 0)), int(data.get("gen", 0)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

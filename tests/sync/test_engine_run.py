@@ -464,6 +464,23 @@ async def test_files_copied_again_after_the_mount_lost_them_are_no_new_data(
     assert engine._ledger.restoring == {}
 
 
+async def test_a_mount_folder_removed_and_made_again_is_filled_again(
+    src: Path, mnt: Path, make_engine: EngineFactory
+) -> None:
+    """`rm -rf mount; mkdir mount` gives ext4's folder the same inode again: its generation tells it apart."""
+    if mount_mod.generation(str(mnt)) == 0:
+        pytest.skip("this filesystem gives no inode generation (tmpfs)")
+    for i in range(3):
+        write(src / "d" / f"{i}.txt", str(i))
+    engine = make_engine(settle=0.05, rescan=3600, mount_poll=0.1)
+    async with running(engine):
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+        shutil.rmtree(mnt)
+        mnt.mkdir()
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+    assert engine._mount_record is not None and engine._mount_record.gen == mount_mod.generation(str(mnt))
+
+
 async def test_a_restart_in_the_middle_of_a_refill_is_no_new_data_either(
     src: Path, mnt: Path, make_engine: EngineFactory
 ) -> None:

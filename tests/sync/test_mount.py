@@ -92,6 +92,9 @@ def test_mount_record_first_look_upgrade_and_remount() -> None:
     assert updated_record(MountRecord("/m", False, 7), MountRecord("/m", False, 9)) is None
     swapped = MountRecord("/m", False, 7, ino=12)  # `mv m m.old; mkdir m`: another folder in its place
     assert updated_record(MountRecord("/m", False, 7, ino=11), swapped) == swapped
+    remade = MountRecord("/m", False, 7, ino=12, gen=5)  # `rm -rf m; mkdir m`: the inode reused
+    assert updated_record(MountRecord("/m", False, 7, ino=12, gen=4), remade) == remade
+    assert updated_record(remade, remade) is None
 
 
 def test_mount_record_round_trips_and_a_bad_one_reads_as_none(tmp_path: Path) -> None:
