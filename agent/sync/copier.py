@@ -129,6 +129,7 @@ class Copier:
         self._folders: set[str] = set()
         self._created: set[str] = set()
         self._touched: set[str] = set()
+        self._moved: set[str] = set()  # folders a move renamed in or out of: durable in every mode
         self._tag = secrets.randbits(32)
 
     def temp_tags(self, count: int) -> range:
@@ -176,6 +177,8 @@ class Copier:
                     mountfs.syncfs(self.mount)
                 elif durable:
                     mountfs.make_folders_durable(self.mount, self._touched)
+                elif self._moved:  # a move lost in a crash would leave the old path behind, no row owning it
+                    mountfs.make_folders_durable(self.mount, self._moved)
             except OSError as exc:
                 for i, _ in renamed:
                     results[i] = _failed(jobs[i].path, exc, True)
@@ -379,9 +382,10 @@ class Copier:
             raise
         if stat.S_IMODE(have.st_mode) != stat.S_IMODE(fs.mode):
             os.chmod(dst, stat.S_IMODE(fs.mode))
-        self._touched.add(folder)
-        self._touched.add(os.path.dirname(old))
-        prune_empty(self.mount, job.move_from.rpartition("/")[0], self._touched)
+        moved = {folder, os.path.dirname(old)}
+        prune_empty(self.mount, job.move_from.rpartition("/")[0], moved)  # the folder left empty: its parent
+        self._touched |= moved
+        self._moved |= moved
         line = None
         if job.path.rpartition("/")[2] in self.marker_names:
             with open(dst, "rb") as handle:  # noqa: PTH123 - a file descriptor is what first_line reads

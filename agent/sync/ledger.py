@@ -235,9 +235,10 @@ class Ledger:
     def _marker_waits(self, marker: str, now: float | None) -> bool:
         """A marker (`_SUCCESS`) goes into the mount after the other files of its folder (and below) that are
         queued or being copied: a job reading the mount that waits for the marker then finds the folder complete
-        (a producer writes it last; a scan queues it last, `Pipeline._marker_last`). Files still settling do not
-        hold it, and none holds it longer than MARKER_WAIT after it was first seen: a producer that never stops
-        writing under its folder cannot keep it out (nor its snapshot)."""
+        (a producer writes it last; a scan queues it last, `Pipeline._marker_last`). So do files whose copy failed
+        and is retried (a full disk, a quota). Files still settling do not hold it, and none holds it longer than
+        MARKER_WAIT after it was first seen: a producer that never stops writing under its folder cannot keep it
+        out (nor its snapshot)."""
         if not self.under.get(marker.rpartition("/")[0]):
             return False
         watch = self.settler.get(marker)
@@ -261,6 +262,11 @@ class Ledger:
             if not folder:
                 return
             folder = folder.rpartition("/")[0]
+
+    def give_up(self, rel: str) -> None:
+        """`once` stops retrying `rel`: it settles no more, nor holds its folder's marker."""
+        self.settler.forget(rel)
+        self._uncount(rel)
 
     def _uncount(self, rel: str) -> None:
         if rel in self.counted:
@@ -298,7 +304,11 @@ class Ledger:
             elif result.error == "stopped":
                 continue
             else:
-                failures.append(self._failed(rel, result, now))
+                failure = self._failed(rel, result, now)
+                if failure.retry_at is not None and self.markers:  # still to come: it holds its folder's marker
+                    self.counted.add(rel)
+                    self._count(rel, 1)
+                failures.append(failure)
         return failures
 
     def _synced(self, rel: str, result: CopyResult, now: float) -> None:

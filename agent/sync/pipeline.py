@@ -248,6 +248,9 @@ class Pipeline:
             lost, self._unflushed = self._unflushed[:covered], self._unflushed[covered:]
             error = exc.strerror or str(exc)
             log.error("sync.flush_failed", mount=self._mount, before=before, error=error, copy_again=len(lost))
+            counters = self._ledger.counters  # the errors metric counts it (kind `sync`)
+            counters.errors += 1
+            counters.last_error = f"mount flush: {error}"
             await self._copy_again(lost)
             return False
         if synced:
@@ -264,20 +267,39 @@ class Pipeline:
         return True
 
     async def _copy_again(self, paths: list[str]) -> None:
-        """Forget the rows of `paths` (durably) so they are copied again; no new data for the rules."""
+        """Copies a flush could not make durable: their files leave the mount (what the page cache shows whole
+        may never reach the disk: a copy adopted as it stands would stay corrupt) and their rows are forgotten,
+        durably, so they are copied again; no new data for the rules. No copy runs meanwhile."""
         rows = self._ledger.rows
         lost = list(dict.fromkeys(p for p in paths if p in rows))
         if not lost or self._db is None:
             return
         db = self._db
+        self._fenced += 1
         try:
-            await anyio.to_thread.run_sync(lambda: db.record(lose=[(rel, rows[rel]) for rel in lost], durable=True))
-        except StateError as exc:
-            log.error("sync.rows_not_dropped", files=len(lost), error=str(exc))
-            return
-        self._ledger.drop_rows(lost)
-        self._recopying.update(lost)
-        self.request_scan()
+            while self._running or self._busy:  # noqa: ASYNC110 - they end in worker threads
+                await anyio.sleep(0.05)
+            await self._remove_suspect(lost)
+            try:
+                await anyio.to_thread.run_sync(lambda: db.record(lose=[(rel, rows[rel]) for rel in lost], durable=True))
+            except StateError as exc:
+                log.error("sync.rows_not_dropped", files=len(lost), error=str(exc))
+                return
+            self._ledger.drop_rows(lost)
+            self._recopying.update(lost)
+            self.request_scan()
+        finally:
+            self._fenced -= 1
+            self._poke()
+
+    async def _remove_suspect(self, paths: list[str]) -> None:
+        """Delete the agent's own copies whose bytes cannot be trusted (torn by a crash of the host, or not
+        written back): copied again when the source still has them, and never left behind when it does not."""
+        results = await anyio.to_thread.run_sync(delete_files, self._mount, paths)
+        failed = [(rel, exc) for rel, exc in results if exc is not None]
+        if failed:
+            rel, exc = failed[0]
+            log.error("sync.suspect_not_removed", files=len(failed), first=rel, error=exc.strerror or str(exc))
 
     def _recopied(self) -> bool:
         """Every file a failed flush dropped is copied again (or left the source)."""
@@ -395,6 +417,8 @@ class Pipeline:
             log.warning("sync.crash_check", mount_files=len(rows), torn=len(stale), first=stale[0] if stale else None)
         if stale:
             log.warning("sync.mount_rows_stale", files=len(stale), mount_files=len(rows), first=stale[0])
+            if crashed:  # torn copies of ours: out of the mount, whatever becomes of their source
+                await self._remove_suspect(stale)
             if self._db is not None:  # durably after a crash: the mark goes once the check is done
                 lost = [(rel, rows[rel]) for rel in stale]
                 await anyio.to_thread.run_sync(
@@ -619,7 +643,7 @@ class Pipeline:
                 if failure.conflict:
                     self._conflicts.add(failure.path)
                 self._final[failure.path] = failure.error
-                self._ledger.settler.forget(failure.path)
+                self._ledger.give_up(failure.path)
             # attempts 1, 2, 4, 8... at warning level: 200 files that stay unreadable must not flood the log
             attempt = failure.attempt
             (log.warning if attempt & (attempt - 1) == 0 else log.debug)(

@@ -323,13 +323,54 @@ async def test_a_failed_flush_copies_again_what_it_may_have_lost(
         (src / "a").write_text("a")
         (src / "b").write_text("b")
         await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
-        copies = engine.status()["copies"]
+        copies, written = engine.status()["copies"], engine.status()["bytes"]
         with capture_logs() as logs:
             async with engine.fence():
                 assert engine.status()["copies"] == copies + 2  # both again, before the snapshot
                 assert mark_of(state) is None
+                # written anew: the page cache's version (whole to look at) was not adopted
+                assert engine.status()["bytes"] == written + 2
+                assert tree(mnt) == tree(src)
+    assert engine.status()["errors"] == 1  # the errors metric counts it
     [failed] = [e for e in logs if e["event"] == "sync.flush_failed"]
     assert failed["copy_again"] == 2 and failed["before"] == "snapshot"
     again = [f for f in facts if isinstance(f, FileSynced) and f.restored]
     assert sorted(f.path for f in again) == ["a", "b"]
     assert sorted(f.path for f in facts if isinstance(f, FileChanged)) == ["a", "b"]  # once each: no new data
+
+
+async def test_a_torn_copy_whose_source_left_is_not_left_behind(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer's rerun replaced its output while the host was down: the torn copy of a file that is no longer
+    in the source leaves the mount (it was the agent's own), as the copy of any deleted file does."""
+    await crashed_with_a_torn_file(src, mnt, make_engine, monkeypatch)
+    (src / "d" / "2").unlink()
+    (src / "d" / "5").write_text("the rerun's new part")
+    report = await make_engine().sync_once()
+    assert not report.failed
+    assert tree(mnt) == tree(src) and not (mnt / "d" / "2").exists()
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_move_in_the_mount_is_durable_in_every_mode(
+    src: Path, mnt: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
+) -> None:
+    """A rename lost in a crash would leave the old path behind with no row owning it: the folders a move
+    touched are made durable with either durability."""
+    made: list[set[str]] = []
+    monkeypatch.setattr(mountfs, "make_folders_durable", lambda mount, folders: made.append(set(folders)))
+    (src / "new").mkdir()
+    (src / "new" / "f").write_text("moved")
+    (mnt / "old").mkdir()
+    (mnt / "old" / "f").write_text("moved")
+    st = os.stat(src / "new" / "f")
+    os.utime(mnt / "old" / "f", ns=(st.st_atime_ns, st.st_mtime_ns))
+    from agent.sync.statedb import make_row
+
+    row = make_row(st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o7777)
+    job = CopyJob("new/f", to_filestat(st), move_from="old/f", move_row=row)
+    [result] = Copier(str(src), str(mnt), durable=durable).run([job])
+    assert result.outcome is Outcome.MOVED and (mnt / "new" / "f").read_text() == "moved"
+    assert not (mnt / "old").exists()
+    assert made and {str(mnt), str(mnt / "new")} <= set().union(*made)

@@ -106,6 +106,23 @@ def test_a_marker_waits_at_most_marker_wait_for_its_folder() -> None:
     assert [j.path for j in book.take_batch(1, 10, 1 << 20, now=200.0 + MARKER_WAIT)] == ["_SUCCESS"]
 
 
+def test_a_marker_waits_for_a_file_of_its_folder_whose_copy_is_retried() -> None:
+    """A file whose copy failed (a full disk) and is retried still holds its folder's `_SUCCESS`, until it is
+    copied or MARKER_WAIT runs out; one given up (`once`) does not."""
+    book = Ledger({}, 1.0, True, lambda _fact: None, markers=frozenset({"_SUCCESS"}))
+    book.observe("d/big", fs(1, 100.0, ino=1), 200.0)
+    book.observe("d/_SUCCESS", fs(1, 100.0, ino=2), 200.0)
+    book.due(201.0)
+    [job] = book.take_batch(1, 10, 1 << 20, now=201.0)
+    assert job.path == "d/big"
+    failed = CopyResult("d/big", Outcome.FAILED, error="mount: No space left on device", mount_side=True)
+    [failure] = book.apply([job], [failed], 201.0)
+    assert failure.retry_at is not None
+    assert book.take_batch(1, 10, 1 << 20, now=202.0) == []  # the marker waits for the retry
+    book.give_up("d/big")
+    assert [j.path for j in book.take_batch(1, 10, 1 << 20, now=202.0)] == ["d/_SUCCESS"]
+
+
 def test_unchanged_file_is_not_tracked() -> None:
     """A file equal to its row needs nothing and emits nothing."""
     f = fs(5, 100.0)
