@@ -178,7 +178,7 @@ class Copier:
                 elif durable:
                     mountfs.make_folders_durable(self.mount, self._touched)
                 elif self._moved:  # a move lost in a crash would leave the old path behind, no row owning it
-                    mountfs.make_folders_durable(self.mount, self._moved)
+                    mountfs.make_folders_durable(self.mount, self._moved, whole_fs=False)
             except OSError as exc:
                 for i, _ in renamed:
                     results[i] = _failed(jobs[i].path, exc, True)

@@ -305,8 +305,10 @@ class Ledger:
                 continue
             else:
                 failure = self._failed(rel, result, now)
-                if failure.retry_at is not None and self.markers:  # still to come: it holds its folder's marker
-                    self.counted.add(rel)
+                watch = self.settler.get(rel)
+                coming = failure.retry_at is not None and watch is not None and watch.sig is not None
+                if coming and self.markers and result.mount_side and not failure.conflict:
+                    self.counted.add(rel)  # a full disk, a quota: still to come, it holds its folder's marker
                     self._count(rel, 1)
                 failures.append(failure)
         return failures

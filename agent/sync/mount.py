@@ -52,6 +52,7 @@ class MountRecord:
 
 
 FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long) on 64-bit Linux
+UNKNOWN_GEN = -1  # the look failed this time (EINTR, EMFILE, a FUSE server's EIO): the recorded one stands
 
 
 def generation(path: str) -> int:
@@ -59,11 +60,11 @@ def generation(path: str) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        return 0
+        return UNKNOWN_GEN
     try:
         return int.from_bytes(fcntl.ioctl(fd, FS_IOC_GETVERSION, bytes(8)), sys.byteorder, signed=True)
-    except OSError:
-        return 0
+    except OSError as exc:
+        return 0 if exc.errno in (E.ENOTTY, E.EINVAL, E.EOPNOTSUPP, E.ENOSYS) else UNKNOWN_GEN
     finally:
         os.close(fd)
 
@@ -85,7 +86,9 @@ def updated_record(recorded: MountRecord | None, current: MountRecord) -> MountR
         return current
     if current.ino != recorded.ino:  # an old record (no inode yet) takes the inode without a check
         return current
-    if current.gen != recorded.gen:  # the same inode number, reused (an old record takes it without a check)
+    if current.gen == UNKNOWN_GEN:
+        return None
+    if current.gen != recorded.gen:  # the same inode number, reused (an old record takes it, checked once)
         return current
     return None
 
@@ -178,6 +181,17 @@ def stale_rows(mount: str, rows: Mapping[str, Row], sample: int = 64) -> list[st
         if all(_holds(mount, rel, rows[rel]) for rel in keys):
             return []
     return [rel for rel, row in rows.items() if not _holds(mount, rel, row)]
+
+
+def torn_copy(mount: str, rel: str, row: Row) -> bool:
+    """The mount holds at `rel` what a crash of the host leaves of the agent's copy: a regular file with the
+    recorded mtime (the agent set it; the journal kept it) and another size (the data not written back)."""
+    try:
+        st = os.lstat(mount + "/" + rel)
+    except OSError:
+        return False
+    recorded = row_fields(row)
+    return stat.S_ISREG(st.st_mode) and st.st_mtime_ns == recorded.mtime_ns and st.st_size != recorded.size
 
 
 def claimed_rows(mount: str, intents: Mapping[str, Row]) -> dict[str, Row]:

@@ -67,11 +67,12 @@ def fsync_folder(path: str) -> None:
         os.close(fd)
 
 
-def make_folders_durable(mount: str, folders: Collection[str]) -> None:
-    """fsync each folder (or one syncfs when there are many)."""
+def make_folders_durable(mount: str, folders: Collection[str], *, whole_fs: bool = True) -> None:
+    """fsync each folder (or one syncfs when there are many, with `whole_fs`: not where a write-back error of
+    someone else's copies must reach the flush that watches for it, flushmark.py)."""
     if not folders:
         return
-    if len(folders) > 16 and syncfs(mount):
+    if whole_fs and len(folders) > 16 and syncfs(mount):
         return
     for folder in folders:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ from agent.sync.mount import (
     mount_problem,
     read_record,
     stale_rows,
+    torn_copy,
     unmounted,
     updated_record,
     write_record,
@@ -270,21 +271,22 @@ class Pipeline:
         """Copies a flush could not make durable: their files leave the mount (what the page cache shows whole
         may never reach the disk: a copy adopted as it stands would stay corrupt) and their rows are forgotten,
         durably, so they are copied again; no new data for the rules. No copy runs meanwhile."""
-        rows = self._ledger.rows
-        lost = list(dict.fromkeys(p for p in paths if p in rows))
-        if not lost or self._db is None:
+        if self._db is None:
             return
         db = self._db
         self._fenced += 1
         try:
             while self._running or self._busy:  # noqa: ASYNC110 - they end in worker threads
                 await anyio.sleep(0.05)
-            await self._remove_suspect(lost)
-            try:
-                await anyio.to_thread.run_sync(lambda: db.record(lose=[(rel, rows[rel]) for rel in lost], durable=True))
-            except StateError as exc:
-                log.error("sync.rows_not_dropped", files=len(lost), error=str(exc))
+            rows = self._ledger.rows  # after the wait: a delete or a move may have taken some meanwhile
+            lost = {rel: rows[rel] for rel in paths if rel in rows}
+            if not lost:
                 return
+            await self._remove_suspect(list(lost))
+            try:
+                await anyio.to_thread.run_sync(lambda: db.record(lose=lost.items(), durable=True))
+            except StateError as exc:  # copied again all the same (their puts fix the DB)
+                log.error("sync.rows_not_dropped", files=len(lost), error=str(exc))
             self._ledger.drop_rows(lost)
             self._recopying.update(lost)
             self.request_scan()
@@ -292,10 +294,22 @@ class Pipeline:
             self._fenced -= 1
             self._poke()
 
-    async def _remove_suspect(self, paths: list[str]) -> None:
-        """Delete the agent's own copies whose bytes cannot be trusted (torn by a crash of the host, or not
-        written back): copied again when the source still has them, and never left behind when it does not."""
-        results = await anyio.to_thread.run_sync(delete_files, self._mount, paths)
+    async def _remove_suspect(self, paths: list[str], torn: Mapping[str, Row] | None = None) -> None:
+        """Delete the agent's own copies whose bytes cannot be trusted (not written back, or with `torn` the
+        rows a crash of the host tore: only a regular file with the recorded mtime and another size, the agent's
+        copy cut short, not a file someone put there): copied again when the source still has them, and not
+        left behind when it does not. With `delete: keep`, only those the source still has."""
+        root, mount, mirror = self._root, self._mount, self._ledger.mirror
+
+        def suspect(rel: str) -> bool:
+            if not mirror and not os.path.lexists(root + "/" + rel):
+                return False
+            return torn is None or torn_copy(mount, rel, torn[rel])
+
+        def remove() -> list[tuple[str, OSError | None]]:
+            return delete_files(mount, [rel for rel in paths if suspect(rel)])
+
+        results = await anyio.to_thread.run_sync(remove)
         failed = [(rel, exc) for rel, exc in results if exc is not None]
         if failed:
             rel, exc = failed[0]
@@ -357,14 +371,14 @@ class Pipeline:
             if problem is None:
                 log.info("sync.mount_ok", mount=self._mount)
                 await self._claim_intents()
-                await self._verify_mount()
+                await self._verify_mount(swapped=remounted)
             else:
                 log.warning("sync.mount_unavailable", mount=self._mount, problem=problem)
             self._mount_problem = problem
             self._poke()
         elif problem is None and remounted:
             log.info("sync.mount_changed", mount=self._mount)
-            await self._verify_mount()  # remounted between two looks: refill what the new filesystem lacks
+            await self._verify_mount(swapped=True)  # remounted between two looks: refill what the new one lacks
         return problem
 
     def _look_at_mount(self, probe: bool, recorded: MountRecord | None) -> tuple[str | None, MountRecord | None]:
@@ -406,7 +420,7 @@ class Pipeline:
             if self._scanned:
                 self.request_scan()
 
-    async def _verify_mount(self) -> None:
+    async def _verify_mount(self, *, swapped: bool = False) -> None:
         """The mount (re)appeared: forget rows whose file it no longer holds, so they are copied again. After a
         crash of the host with copies not flushed (flushmark.py) every row is checked, else a sample first."""
         rows = dict(self._ledger.rows)
@@ -417,8 +431,8 @@ class Pipeline:
             log.warning("sync.crash_check", mount_files=len(rows), torn=len(stale), first=stale[0] if stale else None)
         if stale:
             log.warning("sync.mount_rows_stale", files=len(stale), mount_files=len(rows), first=stale[0])
-            if crashed:  # torn copies of ours: out of the mount, whatever becomes of their source
-                await self._remove_suspect(stale)
+            if crashed and not swapped:  # torn copies of ours: out of the mount, whatever becomes of their source
+                await self._remove_suspect(stale, {rel: rows[rel] for rel in stale})
             if self._db is not None:  # durably after a crash: the mark goes once the check is done
                 lost = [(rel, rows[rel]) for rel in stale]
                 await anyio.to_thread.run_sync(
@@ -536,7 +550,7 @@ class Pipeline:
             for rel in due:
                 if rel not in states:
                     self._final[rel] = unknown_because(rel, sub)
-                    self._ledger.settler.forget(rel)
+                    self._ledger.give_up(rel)
 
     async def _process_events(self) -> None:
         root = self._root + "/"
@@ -711,7 +725,7 @@ class Pipeline:
         if burst:
             for failure in failures:
                 self._final[failure.path] = failure.error
-                ledger.settler.forget(failure.path)
+                ledger.give_up(failure.path)
         self._handle_failures([] if burst else failures)
 
     def _delete_and_record(self, paths: list[str]) -> list[tuple[str, str | None]]:

@@ -284,7 +284,7 @@ class StateDB:
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     puts,
                 )
-            self._lost = lost  # a commit that fails leaves it high: puts then look in `restoring` for nothing
+        self._lost = lost  # once committed (a rollback leaves the count as it was)
 
     @contextlib.contextmanager
     def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:

@@ -359,7 +359,7 @@ def test_a_move_in_the_mount_is_durable_in_every_mode(
     """A rename lost in a crash would leave the old path behind with no row owning it: the folders a move
     touched are made durable with either durability."""
     made: list[set[str]] = []
-    monkeypatch.setattr(mountfs, "make_folders_durable", lambda mount, folders: made.append(set(folders)))
+    monkeypatch.setattr(mountfs, "make_folders_durable", lambda mount, folders, **_: made.append(set(folders)))
     (src / "new").mkdir()
     (src / "new" / "f").write_text("moved")
     (mnt / "old").mkdir()
@@ -374,3 +374,69 @@ def test_a_move_in_the_mount_is_durable_in_every_mode(
     assert result.outcome is Outcome.MOVED and (mnt / "new" / "f").read_text() == "moved"
     assert not (mnt / "old").exists()
     assert made and {str(mnt), str(mnt / "new")} <= set().union(*made)
+
+
+async def test_a_crash_check_removes_only_the_agent_s_own_torn_copies(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A torn copy is a regular file with the recorded mtime and another size. A file someone put at a recorded
+    path (another mtime) is not the agent's to delete, even when its source left."""
+    await crashed_with_a_torn_file(src, mnt, make_engine, monkeypatch)
+    (src / "d" / "2").unlink()
+    (src / "d" / "3").unlink()
+    (mnt / "d" / "3").write_text("a user's own file")  # another size and mtime than the agent's copy
+    report = await make_engine().sync_once()
+    assert not report.failed
+    assert not (mnt / "d" / "2").exists()
+    assert (mnt / "d" / "3").read_text() == "a user's own file"
+
+
+async def test_a_failed_flush_that_cannot_drop_the_rows_still_copies_again(
+    src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state DB refusing the write (a full disk) must not leave the mount without the files it removed."""
+    engine = make_engine(settle=0.05, idle_flush=3600)
+    failures = [OSError(5, "Input/output error")]
+    real_syncfs = flushmark.syncfs
+
+    def syncfs(path: str) -> bool:
+        if failures:
+            raise failures.pop()
+        return real_syncfs(path)
+
+    monkeypatch.setattr(flushmark, "syncfs", syncfs)
+    async with running(engine):
+        (src / "a").write_text("a")
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+        db = engine._db
+        assert db is not None
+        real_record = db.record
+
+        def record(*args: Any, **kwargs: Any) -> None:
+            if kwargs.get("lose"):
+                raise StateError("state DB cannot be written (database or disk is full)")
+            real_record(*args, **kwargs)
+
+        monkeypatch.setattr(db, "record", record)
+        async with engine.fence():
+            assert tree(mnt) == tree(src)
+
+
+async def test_rows_taken_while_a_failed_flush_waits_are_no_error(
+    src: Path, mnt: Path, make_engine: EngineFactory
+) -> None:
+    """What a failed flush copies again is looked up once no copy runs: a row a delete or a move took meanwhile
+    is simply not there any more."""
+    engine = make_engine(settle=0.05, idle_flush=3600)
+    async with running(engine):
+        (src / "a").write_text("a")
+        (src / "b").write_text("b")
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
+        engine._running += 1  # a batch still running
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine._copy_again, ["a", "b"])
+            await anyio.sleep(0.2)
+            engine._ledger.rows.pop("a")  # taken by a delete meanwhile
+            engine._running -= 1
+        assert "b" in engine._recopying or "b" in engine._ledger.rows
+        await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)

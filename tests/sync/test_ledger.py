@@ -123,6 +123,19 @@ def test_a_marker_waits_for_a_file_of_its_folder_whose_copy_is_retried() -> None
     assert [j.path for j in book.take_batch(1, 10, 1 << 20, now=202.0)] == ["d/_SUCCESS"]
 
 
+def test_a_failed_copy_whose_source_left_does_not_hold_the_marker() -> None:
+    """A file gone from the source (or failing on the source's side) will not come: no marker waits for it."""
+    book = Ledger({}, 1.0, True, lambda _fact: None, markers=frozenset({"_SUCCESS"}))
+    book.observe("d/gone", fs(1, 100.0, ino=1), 200.0)
+    book.observe("d/_SUCCESS", fs(1, 100.0, ino=2), 200.0)
+    book.due(201.0)
+    [job] = book.take_batch(1, 10, 1 << 20, now=201.0)
+    book.observe("d/gone", None, 201.0)  # deleted while it was copied
+    failed = CopyResult("d/gone", Outcome.FAILED, error="mount: No space left on device", mount_side=True)
+    book.apply([job], [failed], 201.0)
+    assert [j.path for j in book.take_batch(1, 10, 1 << 20, now=202.0)] == ["d/_SUCCESS"]
+
+
 def test_unchanged_file_is_not_tracked() -> None:
     """A file equal to its row needs nothing and emits nothing."""
     f = fs(5, 100.0)

@@ -11,6 +11,7 @@ import pytest
 
 from agent.sync import mount as mount_mod
 from agent.sync.mount import (
+    UNKNOWN_GEN,
     MountRecord,
     claimed_rows,
     current_record,
@@ -95,6 +96,7 @@ def test_mount_record_first_look_upgrade_and_remount() -> None:
     remade = MountRecord("/m", False, 7, ino=12, gen=5)  # `rm -rf m; mkdir m`: the inode reused
     assert updated_record(MountRecord("/m", False, 7, ino=12, gen=4), remade) == remade
     assert updated_record(remade, remade) is None
+    assert updated_record(remade, MountRecord("/m", False, 7, ino=12, gen=UNKNOWN_GEN)) is None  # a failed look
 
 
 def test_mount_record_round_trips_and_a_bad_one_reads_as_none(tmp_path: Path) -> None:
