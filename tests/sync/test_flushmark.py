@@ -227,6 +227,19 @@ def test_the_check_after_a_crash_makes_the_mark_this_boot_s(tmp_path: Path, mnt:
     assert not FlushMark(tmp_path, str(mnt), boot="boot-1").crashed  # a later `once` of this boot: no check
 
 
+def first_flush_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next syncfs reports an I/O error writing back (as the kernel does, once); later ones work."""
+    failures = [OSError(5, "Input/output error")]
+    real_syncfs = flushmark.syncfs
+
+    def syncfs(path: str) -> bool:
+        if failures:
+            raise failures.pop()
+        return real_syncfs(path)
+
+    monkeypatch.setattr(flushmark, "syncfs", syncfs)
+
+
 async def crashed_with_a_torn_file(
     src: Path, mnt: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -310,15 +323,7 @@ async def test_a_failed_flush_copies_again_what_it_may_have_lost(
     rows go, they are copied again (no new data for the rules), and the snapshot waits for that."""
     facts: list[Fact] = []
     engine = make_engine(settle=0.05, idle_flush=3600, on_fact=facts.append)
-    real_syncfs = flushmark.syncfs
-    failures = [OSError(5, "Input/output error")]
-
-    def syncfs(path: str) -> bool:
-        if failures:
-            raise failures.pop()
-        return real_syncfs(path)
-
-    monkeypatch.setattr(flushmark, "syncfs", syncfs)
+    first_flush_fails(monkeypatch)
     async with running(engine):
         (src / "a").write_text("a")
         (src / "b").write_text("b")
@@ -396,15 +401,7 @@ async def test_a_failed_flush_that_cannot_drop_the_rows_still_copies_again(
 ) -> None:
     """The state DB refusing the write (a full disk) must not leave the mount without the files it removed."""
     engine = make_engine(settle=0.05, idle_flush=3600)
-    failures = [OSError(5, "Input/output error")]
-    real_syncfs = flushmark.syncfs
-
-    def syncfs(path: str) -> bool:
-        if failures:
-            raise failures.pop()
-        return real_syncfs(path)
-
-    monkeypatch.setattr(flushmark, "syncfs", syncfs)
+    first_flush_fails(monkeypatch)
     async with running(engine):
         (src / "a").write_text("a")
         await wait_for(lambda: tree(mnt) == tree(src) and engine.idle(), 10)
