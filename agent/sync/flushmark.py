@@ -5,7 +5,8 @@ and after the renames, or an fsync per file and folder).
 
 `snapshot` (the default): copies are written as rsync and cp write them, into the page cache, and the kernel
 writes them back. The mount is flushed (one `syncfs`) before each snapshot is taken (`SyncEngine.fence`),
-once the copies have been quiet for `IDLE_FLUSH` seconds, and when the daemon stops. A reader of the mount
+once the copies have been quiet for `IDLE_FLUSH` seconds (and every `FLUSH_EVERY` while they go on), and when
+the daemon stops. A reader of the mount
 still sees the old file or the new one, never a part: that is the rename's doing, not the flush's.
 
 What the flush guards against is a crash of the host (a power cut, a kernel panic) before the kernel wrote the
@@ -14,13 +15,17 @@ agent loses nothing (the page cache is the kernel's). So before the first copy a
 writes `<state_dir>/unflushed` with this boot's id (`/proc/sys/kernel/random/boot_id`), durably, and a flush
 that nothing overlapped removes it. At start, a mark left by another boot means the host went down with copies
 not flushed: the engine then checks every recorded file's size and mtime in the mount (`mount.stale_rows`, all
-rows), copies again what the crash tore, and writes the mark anew with this boot's id. A mark left by this boot
+rows), removes the agent's torn copies from the mount and copies them again, and writes the mark anew with this
+boot's id. A mark left by this boot
 (a `once`, which leaves the write-back to the kernel, or a killed agent) needs no check: the page cache still
 holds the copies. Until the check is done (the mount may be away at start), no snapshot is taken.
 
 A flush that fails (an I/O error writing back) means copies made since the last good flush may never reach the
-disk, although the page cache shows them whole: the engine drops their rows and copies them again, and a
-snapshot waits for that (pipeline.py `Pipeline._flush`).
+disk, although the page cache shows them whole: the engine removes them from the mount, drops their rows and
+copies them again, and a snapshot waits for that (pipeline.py `Pipeline._flush`). The kernel reports such an
+error once to each descriptor opened before it, and the flush opens the mount when it flushes: a `syncfs` by
+someone else in between (a delete pass over many folders, another program) can take the report. A descriptor
+held open from the first copy would keep it, but would also keep the mount busy (umount fails with EBUSY).
 
 Thread-safe: batches begin and end in worker threads while a flush runs in another.
 """
