@@ -110,28 +110,22 @@ def _key(path: str) -> str | bytes:
     return path
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
+_ROW_COLUMNS = """
     path PRIMARY KEY,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     ino INTEGER NOT NULL,
-    mode INTEGER NOT NULL,
+    mode INTEGER NOT NULL"""
+"""A row's columns: the synced files (`files`, with `synced_at`), the intents of the batches under way
+(`installing`) and the rows the mount lost until their files are back (`restoring`)."""
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS files ({_ROW_COLUMNS},
     synced_at REAL NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS installing (
-    path PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    ino INTEGER NOT NULL,
-    mode INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS installing ({_ROW_COLUMNS}
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS restoring (
-    path PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    ino INTEGER NOT NULL,
-    mode INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS restoring ({_ROW_COLUMNS}
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files_image (
     id INTEGER PRIMARY KEY CHECK (id = 0),
