@@ -107,7 +107,7 @@ class SourceConfig(_Model):
     delete: Literal["mirror", "keep"] = "mirror"
     max_delete: Share = 0.5
     rescan: Annotated[float, BeforeValidator(_duration), AfterValidator(_rescan_period)] = 600.0
-    copy_workers: int = Field(default=4, ge=1, le=64)
+    copy_workers: int = Field(default=defaults.COPY_WORKERS, ge=1, le=64)
     create: bool = False  # create source.path at start when it is missing (demos; off where the source is a mount)
 
     @field_validator("path", mode="before")

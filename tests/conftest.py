@@ -23,6 +23,7 @@ from aioresponses import core as aioresponses_core
 
 from agent.api.models import Dialect
 from agent.emulator import EmulatorOptions, RunningEmulator, running_emulator
+from agent.sync import workers
 
 
 class _CompatResponse(ClientResponse):
@@ -43,6 +44,14 @@ def _reset_structlog() -> Iterator[None]:
     """A test that ran main() leaves structlog writing to its captured (soon closed) stderr: reset it."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _no_copy_processes_left() -> Iterator[None]:
+    """A test that prestarted copy processes (`once`'s, sync/workers.py) ends them: a later test's batches would
+    go to processes forked before its patches."""
+    yield
+    workers.close_all()
 
 
 USERS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}

@@ -9,9 +9,14 @@ millisecond or two. So is a batch when forking cannot help or would change what 
 that act in the middle of a batch) or armed failpoints (a crash test counts hits across the agent's copies),
 or when no child can be started.
 
-A child that gives no answer (killed by `stop`, by the OOM killer, or dead of a bug) may have left temp files
-and renamed part of the batch into the mount: `run` then returns None, and the caller recovers the batch as
-after a crash (batches.py `BatchCopier._recover`).
+`once` forks its copy processes at its start (`prestart`, with its early walk, sync/earlyscan.py), while the
+interpreter is small, and gives them batch after batch (workers.py): a fork of the assembled agent costs 5-7
+ms with the GIL held, and copy-on-write faults after. A batch finds none idle (none prestarted: the daemon, the
+tests; all busy or retired) is copied in a child forked for it.
+
+A child or worker that gives no answer (killed by `stop`, by the OOM killer, or dead of a bug) may have left
+temp files and renamed part of the batch into the mount: `run` then returns None, and the caller recovers the
+batch as after a crash (batches.py `BatchCopier._recover`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from agent.failpoints import armed
+from agent.sync import workers
 from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome
 from agent.sync.forks import Children
 
@@ -42,18 +48,48 @@ class CopyForks:
     def run(self, copier: Copier, jobs: Sequence[CopyJob]) -> list[CopyResult] | None:
         """`copier.run(jobs)`, in a child when the batch is big enough and nothing needs it here; None when the
         child gave no answer."""
-        child = self.children.start(partial(_run_packed, copier, jobs)) if self.forks(copier, jobs) else None
-        if child is None:
+        if not self.forks(copier, jobs):
             return copier.run(jobs)
-        (answer,) = self.children.collect([child])
+        worker = workers.take()
+        if worker is not None:
+            answer = self._ask(worker, copier, jobs)
+        else:
+            child = self.children.start(partial(_run_packed, copier, jobs))
+            if child is None:
+                return copier.run(jobs)
+            (answer,) = self.children.collect([child])
         if not isinstance(answer, list) or len(answer) != len(jobs):
             return None
         return [_copied(job) if result is None else result for job, result in zip(jobs, answer, strict=True)]
+
+    def _ask(self, worker: workers.Worker, copier: Copier, jobs: Sequence[CopyJob]) -> object | None:
+        """The batch copied by a prestarted worker, which `stop` kills like a child meanwhile; a worker that
+        gave no answer is retired."""
+        answer = workers.ask(worker, (copier, jobs)) if self.children.track(worker.pid) else None
+        self.children.forget(worker.pid)
+        if isinstance(answer, list):
+            workers.give(worker)
+        else:
+            workers.retire(worker)
+        return answer
 
     def stop(self) -> None:
         """Set `halt` and kill the children copying now."""
         self.halt.set()
         self.children.kill_all()
+
+
+def prestart(count: int) -> int:
+    """Fork `count` copy processes for the batches to come (`once`, at its start); how many were started."""
+    return workers.prestart(count, _serve)
+
+
+def _serve(request: object) -> list[CopyResult | None]:
+    """In a worker: a batch sent by `CopyForks._ask`, copied."""
+    copier: Copier
+    jobs: Sequence[CopyJob]
+    copier, jobs = request  # type: ignore[misc]
+    return _run_packed(copier, jobs)
 
 
 def _run_packed(copier: Copier, jobs: Sequence[CopyJob]) -> list[CopyResult | None]:

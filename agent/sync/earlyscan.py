@@ -153,6 +153,10 @@ def prestart(config_path: str) -> None:
         settings = _walk_settings(data)
         if settings is not None:
             _prestarted = EarlyScan.start(*settings)
+        if _prestarted is not None:  # the copies to come, forked while the interpreter is small (copyfork.py)
+            from agent.sync.copyfork import prestart as prestart_copies
+
+            prestart_copies(_copy_workers(data))
     except Exception:  # whatever it is, the validated config says it properly (one line, no traceback)
         if _prestarted is not None:
             _prestarted.close()
@@ -175,6 +179,14 @@ def _walk_settings(data: Any) -> tuple[_Source, Path, Path] | None:
     if len(patterns) != len(ignore):
         return None
     return _Source(_user_path(path), patterns), _user_path(mount), _user_path(state_dir)
+
+
+def _copy_workers(data: dict[str, Any]) -> int:
+    """`source.copy_workers` as written when it is valid, else the default (a wrong guess costs idle processes
+    or batches copied in children forked for them, never a wrong copy)."""
+    workers = data["source"].get("copy_workers", defaults.COPY_WORKERS)
+    valid = isinstance(workers, int) and not isinstance(workers, bool) and 1 <= workers <= 64
+    return workers if valid else defaults.COPY_WORKERS
 
 
 def _text(value: Any) -> str | None:

@@ -49,7 +49,7 @@ def spawn(work: Callable[[], object]) -> tuple[int, int] | None:
     if pid == 0:  # the child: work, send, leave
         status = 1
         try:
-            _detach(parent, write_end)
+            detach(parent, write_end)
             view = memoryview(pickle.dumps(work(), protocol=pickle.HIGHEST_PROTOCOL))
             while view:
                 view = view[os.write(write_end, view) :]
@@ -81,6 +81,16 @@ class Children:
                 kill(child[0])
         return child
 
+    def track(self, pid: int) -> bool:
+        """Know the running `pid` (a worker given a batch, workers.py) until `forget`: `kill_all` reaches it.
+        False, and it is killed, when `halt` is set already."""
+        with self._lock:
+            self._pids.add(pid)
+        if self.halt.is_set():
+            kill(pid)
+            return False
+        return True
+
     def collect(self, children: list[tuple[int, int]]) -> list[object | None]:
         """`collect(children)`, each pid forgotten before it is reaped."""
         return collect(children, reaping=self.forget)
@@ -105,13 +115,16 @@ def kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _detach(parent: int, keep: int) -> None:
-    """In a fresh child: hold nothing of the parent's but the pipe `keep` (not its state lock, not its listening
+def detach(parent: int, *keep: int) -> None:
+    """In a fresh child: hold nothing of the parent's but the pipes `keep` (not its state lock, not its listening
     socket: a child outliving a killed agent must not keep a restart out), die with the parent (SIGKILL when
     the thread that forked it ends; at once if it already has), and leave stop signals to the parent: a Ctrl-C
     or a systemd stop reaches the whole group, and the parent decides (its drain lets the walk finish)."""
-    os.closerange(3, keep)
-    os.closerange(keep + 1, _max_fd())
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _max_fd())
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:

@@ -15,7 +15,7 @@ import pytest
 from sync.sync_kit import temps
 
 from agent import failpoints
-from agent.sync import forks, transfer
+from agent.sync import copyfork, forks, transfer, workers
 from agent.sync.copier import Copier, CopyJob, CopyResult, Outcome
 from agent.sync.copyfork import FORK_AT, CopyForks
 from agent.sync.scan import to_filestat
@@ -158,6 +158,78 @@ def test_stop_kills_the_children_and_later_batches_copy_here(
     monkeypatch.setattr("agent.sync.copier.stream", real_stream)
     copies.run(Copier(str(src), str(mnt), halt=copies.halt), jobs)  # halted: here, where the halt is seen
     assert len(forked) == 1
+
+
+def test_a_prestarted_copy_process_copies_batch_after_batch(src: Path, mnt: Path, forked: list[int]) -> None:
+    """`once` forks its copy processes at its start: the batches go to them, not to a child forked each, with
+    the results a copy here gives; the process is given back after each batch."""
+    assert copyfork.prestart(1) == 1
+    (pid,) = workers.idle_pids()
+    jobs = drop(src, 2 * FORK_AT)
+    copies = CopyForks(threading.Event())
+    copier = Copier(str(src), str(mnt), marker_names={"_SUCCESS"})
+    first = copies.run(copier, jobs[:FORK_AT])
+    second = copies.run(Copier(str(src), str(mnt)), jobs[FORK_AT:])
+    assert forked == []
+    assert workers.idle_pids() == {pid}
+    assert first is not None and second is not None
+    assert [(r.path, r.outcome, r.bytes) for r in first + second] == [
+        (j.path, Outcome.COPIED, j.expect.size) for j in jobs
+    ]
+    same_tree(src, mnt)
+    assert temps(mnt) == []
+
+
+def test_stop_kills_a_busy_copy_process_which_is_retired(
+    src: Path, mnt: Path, forked: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop reaches a prestarted process in the middle of a batch as it reaches a child; it gave no answer, so
+    it is not given back: the next batch, finding none idle, is copied by a child forked for it."""
+    jobs = drop(src, FORK_AT)
+    real_stream = transfer.stream
+
+    def slow(*args: Any, **kwargs: Any) -> int:
+        time.sleep(0.5)  # in the worker: forked after this patch
+        return real_stream(*args, **kwargs)
+
+    monkeypatch.setattr("agent.sync.copier.stream", slow)
+    copyfork.prestart(1)
+    monkeypatch.setattr("agent.sync.copier.stream", real_stream)
+    (pid,) = workers.idle_pids()
+    copies = CopyForks(threading.Event())
+    answers: list[list[CopyResult] | None] = []
+    worker = threading.Thread(target=lambda: answers.append(copies.run(Copier(str(src), str(mnt)), jobs)))
+    started = time.monotonic()
+    worker.start()
+    while copies.children.pids() != {pid} and time.monotonic() - started < 10:
+        time.sleep(0.01)
+    copies.stop()
+    worker.join(10)
+    assert time.monotonic() - started < 5
+    assert answers == [None]
+    assert copies.children.pids() == set() and workers.idle_pids() == set()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped
+    assert CopyForks(threading.Event()).run(Copier(str(src), str(mnt)), jobs) is not None
+    assert len(forked) == 1
+
+
+def test_a_copier_and_its_jobs_pickle_for_a_copy_process(src: Path, mnt: Path) -> None:
+    """Sent to a copy process: the jobs as their fields, the copier as its settings and temp tag (the temp names
+    a lost batch's recovery looks for); never a hook or a halt (a batch with a hook is copied here)."""
+    job = CopyJob("a/b.csv", FileStat(10, 2, 3, 4, 0o100644, 5), b"row", True, "a/c.csv", b"old", True)
+    assert pickle.loads(pickle.dumps(job)) == job  # noqa: S301 - our own bytes
+    copier = Copier(str(src), str(mnt), marker_names=frozenset({"_SUCCESS"}), durable=False, halt=threading.Event())
+    copied = pickle.loads(pickle.dumps(copier))  # noqa: S301
+    assert isinstance(copied, Copier)
+    assert (copied.source, copied.mount, copied.marker_names, copied.durable) == (
+        str(src),
+        str(mnt),
+        frozenset({"_SUCCESS"}),
+        False,
+    )
+    assert copied.temp_tags(5) == copier.temp_tags(5)
+    assert copied.hook is None and copied.halt is None
 
 
 def test_results_pickle_as_their_fields() -> None:

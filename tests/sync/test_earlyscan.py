@@ -13,7 +13,7 @@ from sync.sync_kit import EngineFactory
 
 from agent.cli.console import once_config
 from agent.config import SourceConfig, load_config
-from agent.sync import earlyscan
+from agent.sync import earlyscan, workers
 from agent.sync.earlyscan import MAX_AGE, EarlyScan
 from agent.sync.scan import ScanResult, Walker, source_walker
 from agent.sync.statedb import StateDB, make_row
@@ -177,6 +177,20 @@ def test_a_prestarted_walk_of_another_reading_is_stopped_and_replaced(
 
 
 @pytest.mark.parametrize(
+    ("extra", "processes"), [("", 4), (", copy_workers: 2", 2), (", copy_workers: 'two'", 4), (", copy_workers: 0", 4)]
+)
+def test_prestart_forks_the_copy_processes_too(
+    extra: str, processes: int, src: Path, mnt: Path, state: Path, tmp_path: Path
+) -> None:
+    """With the walk, `source.copy_workers` copy processes (as written when valid, else the default: the
+    validated config reports a wrong value), forked while the interpreter is small (copyfork.py)."""
+    fill(src, folders=1)
+    earlyscan.prestart(str(write_config(tmp_path / "c.yaml", src, mnt, state, extra_source=extra)))
+    assert prestarted() is not None
+    assert len(workers.idle_pids()) == processes
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "source: {path: SRC}\ndataset: {name: d, project_id: p}\n",  # no mount named: it comes from the dataset
@@ -195,6 +209,7 @@ def test_prestart_leaves_what_it_cannot_read_simply_to_the_validated_config(
     earlyscan.prestart(str(config))
     earlyscan.prestart(str(tmp_path / "missing.yaml"))
     assert prestarted() is None
+    assert workers.idle_pids() == set()  # nor copy processes
 
 
 @pytest.mark.parametrize(

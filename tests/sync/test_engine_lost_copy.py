@@ -16,7 +16,7 @@ import pytest
 from sync.sync_kit import EngineFactory, temps, tree
 
 from agent.facts import FileSynced
-from agent.sync import copyfork, forks, transfer
+from agent.sync import copyfork, forks, transfer, workers
 from agent.sync.copier import CopyJob, Outcome
 from agent.sync.scan import to_filestat
 from agent.sync.statedb import StateDB, row_fields
@@ -54,8 +54,22 @@ def in_child_only(action: Any) -> Any:
     return patched
 
 
+def copy_processes(how: str) -> None:
+    """`worker`: the batch goes to a copy process forked beforehand, as `once` forks them at its start (it has
+    the patches made so far); `child`: to a child forked for it."""
+    if how == "worker":
+        assert copyfork.prestart(1) == 1
+
+
+def no_worker_left(how: str) -> None:
+    """The worker that gave no answer was retired, not given back for the next batch."""
+    if how == "worker":
+        assert workers.idle_pids() == set()
+
+
+@pytest.mark.parametrize("how", ["child", "worker"])
 async def test_a_child_killed_mid_batch_leaves_no_temp_and_the_batch_is_copied_here(
-    src: Path, mnt: Path, state: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+    how: str, src: Path, mnt: Path, state: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed after writing part of its batch's temp files, before any rename (the OOM killer)."""
     expected = drop(src)
@@ -67,7 +81,9 @@ async def test_a_child_killed_mid_batch_leaves_no_temp_and_the_batch_is_copied_h
             os.kill(os.getpid(), signal.SIGKILL)
 
     monkeypatch.setattr("agent.sync.copier.stream", in_child_only(die_at_the_tenth)(transfer.stream))
+    copy_processes(how)
     report = await make_engine(copy_workers=1).sync_once()
+    no_worker_left(how)
     assert report.ok and report.copied == FILES
     assert tree(mnt) == expected
     assert temps(mnt) == []
@@ -104,13 +120,15 @@ async def test_a_child_killed_after_its_renames_has_its_files_adopted_not_copied
     }
 
 
+@pytest.mark.parametrize("how", ["child", "worker"])
 async def test_a_stop_during_a_forked_batch_leaves_every_renamed_file_the_agents(
-    src: Path, mnt: Path, state: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+    how: str, src: Path, mnt: Path, state: Path, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The agent stops while a child has renamed its batch but not answered: the child is killed, its files are
     claimed (rows with inode 0, compared with the source by the next scan), no intent and no temp file stay."""
     expected = drop(src)
     monkeypatch.setattr(forks.pickle, "dumps", in_child_only(lambda: time.sleep(60))(forks.pickle.dumps))
+    copy_processes(how)
     engine = make_engine(copy_workers=1)
     await engine._open()
     jobs = [CopyJob(rel, to_filestat((src / rel).stat())) for rel in sorted(expected)]
@@ -126,6 +144,7 @@ async def test_a_stop_during_a_forked_batch_leaves_every_renamed_file_the_agents
     assert tree(mnt) == expected and temps(mnt) == []
     rows, intents = rows_and_intents(state)
     assert intents == {} and set(rows) == set(expected) and {row_fields(row).ino for row in rows.values()} == {0}
+    no_worker_left(how)
     report = await make_engine().sync_once()  # the next run: compared byte for byte, adopted, none copied
     assert report.ok and report.copied == FILES
     assert tree(mnt) == expected
