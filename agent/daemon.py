@@ -72,9 +72,11 @@ class Agent:
         progress: bool = False,
         queue_options: Mapping[str, Any] | None = None,
         early_scan: EarlyScan | None = None,
+        on_assembled: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.early_scan = early_scan  # `once`: the first walk, already under way (sync/earlyscan.py)
+        self.on_assembled = on_assembled  # the console script freezes the heap then (cli/console.py)
         self._claimed = False  # the state folder's lock is held (see _claim)
         self.env = os.environ if env is None else env
         self.clock = clock
@@ -240,6 +242,7 @@ class Agent:
                 api=endpoint.url,
                 rules=[r.name for r in self.rules],
             )
+            self.on_assembled()
             yield
 
     async def _close_engine(self) -> None:

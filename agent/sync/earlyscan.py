@@ -185,6 +185,10 @@ def _copy_workers(data: dict[str, Any]) -> int:
     """`source.copy_workers` as written when it is valid, else the default (a wrong guess costs idle processes
     or batches copied in children forked for them, never a wrong copy)."""
     workers = data["source"].get("copy_workers", defaults.COPY_WORKERS)
+    if isinstance(workers, str) and workers.strip().isdigit():
+        workers = int(workers)  # as the config model reads it: "8" and 8.0 are 8
+    elif isinstance(workers, float) and workers.is_integer():
+        workers = int(workers)
     valid = isinstance(workers, int) and not isinstance(workers, bool) and 1 <= workers <= 64
     return workers if valid else defaults.COPY_WORKERS
 

@@ -11,8 +11,8 @@ A worker is a child as forks.py makes them (nothing of the parent's held, killed
 stop signals) that reads length-prefixed pickled requests from one pipe and writes the answers to another.
 It leaves when its request pipe reaches its end: when the agent retires it, or exits. One request at a time:
 the caller takes an idle worker (`take`), asks it (`ask`) and gives it back (`give`), or retires it when it
-gave no answer (killed by a stop or the OOM killer, dead of a bug); a new one is not forked then (the caller
-forks a one-off child as before).
+gave no answer (killed by a stop or the OOM killer, dead of a bug) or died while idle (the request is then
+`Undelivered`, and goes to another); a new one is not forked then (the caller forks a one-off child as before).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 import pickle
 import struct
 import threading
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -67,13 +68,23 @@ def give(worker: Worker) -> None:
         _idle.append(worker)
 
 
+class Undelivered(Exception):
+    """The request did not reach the worker (it died while idle): it did nothing of it."""
+
+
 def ask(worker: Worker, request: object) -> object | None:
-    """Send `request` and wait for the answer; None when the worker gave none (it is dead: `retire` it)."""
+    """Send `request` and wait for the answer; None when the worker gave none (it is dead: `retire` it).
+    Raises Undelivered when the request could not be sent whole: the worker reads a whole request before it
+    acts, so it did nothing, and the request can go to another."""
+    payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
     try:
-        _write(worker.requests, pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+        _write(worker.requests, payload)
+    except OSError:  # EPIPE: no reader left
+        raise Undelivered from None
+    try:
         data = _read(worker.answers)
         return None if data is None else pickle.loads(data)  # noqa: S301 - from our own forked worker
-    except Exception:  # a broken pipe, a torn answer: no answer, whatever broke it
+    except Exception:  # a torn answer: no answer, whatever broke it
         return None
 
 
@@ -118,8 +129,10 @@ def _fork(serve: Callable[[object], object]) -> Worker | None:
         return None
     parent = os.getpid()
     try:
-        pid = os.fork()
-    except OSError:
+        with warnings.catch_warnings():  # 3.12+ warns about fork in a threaded process: a worker runs no thread
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except Exception:
         for fd in (request_in, request_out, answer_in, answer_out):
             os.close(fd)
         return None

@@ -165,9 +165,12 @@ async def test_once_syncs_fires_and_drains(emulator: Any, make_cfg: Any, tmp_pat
     for i in range(10):
         write(cfg.source.path, f"d/{i}.txt", str(i))
     write(cfg.source.path, "d/_SUCCESS", "")
-    code, summary = await Agent(cfg, env={}).once(drain_timeout=60)
+    assembled: list[int] = []
+    agent = Agent(cfg, env={}, on_assembled=lambda: assembled.append(agent.engine.status()["copies"]))
+    code, summary = await agent.once(drain_timeout=60)
     assert code == 0, json.dumps(summary)
     assert summary["copied"] == 11
+    assert assembled == [0]  # once, with the engine built and nothing synced yet (the console freezes the heap)
     assert await _has_tags(emulator, {"once"})
     assert tree(emulator.mount_root / DATASET) == tree(cfg.source.path)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import threading
 import time
 from pathlib import Path
@@ -212,6 +213,60 @@ def test_stop_kills_a_busy_copy_process_which_is_retired(
         os.waitpid(pid, os.WNOHANG)  # reaped
     assert CopyForks(threading.Event()).run(Copier(str(src), str(mnt)), jobs) is not None
     assert len(forked) == 1
+
+
+def kill_and_wait(pid: int) -> None:
+    """SIGKILL a copy process and wait until it is dead (a zombie: its pipes are closed)."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_a_copy_process_found_dead_before_its_batch_passes_it_on(src: Path, mnt: Path, forked: list[int]) -> None:
+    """Killed while idle (the OOM killer): the batch never reached it, so nothing was copied and nothing is to
+    recover; it goes to the next idle process, else to a child forked for it."""
+    copyfork.prestart(2)
+    dead = workers._idle[-1].pid  # the one asked first
+    kill_and_wait(dead)
+    jobs = drop(src, 2 * FORK_AT)
+    copies = CopyForks(threading.Event())
+    results = copies.run(Copier(str(src), str(mnt)), jobs[:FORK_AT])
+    assert results is not None and all(r.outcome is Outcome.COPIED for r in results)
+    assert forked == []
+    with pytest.raises(ChildProcessError):
+        os.waitpid(dead, os.WNOHANG)  # retired
+    (alive,) = workers.idle_pids()
+    kill_and_wait(alive)
+    results = copies.run(Copier(str(src), str(mnt)), jobs[FORK_AT:])
+    assert results is not None and all(r.outcome is Outcome.COPIED for r in results)
+    assert len(forked) == 1 and workers.idle_pids() == set()
+    same_tree(src, mnt)
+
+
+def test_a_copy_process_a_stop_may_have_reached_is_not_given_back(
+    src: Path, mnt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop that comes after the batch's answer: the answer counts, but the process (which the stop's kill may
+    have reached) is retired rather than given another batch."""
+    copyfork.prestart(1)
+    (pid,) = workers.idle_pids()
+    copies = CopyForks(threading.Event())
+    real_ask = workers.ask
+
+    def answered_then_stopped(*args: Any) -> object:
+        answer = real_ask(*args)
+        copies.stop()
+        return answer
+
+    monkeypatch.setattr(workers, "ask", answered_then_stopped)
+    jobs = drop(src, FORK_AT)
+    results = copies.run(Copier(str(src), str(mnt)), jobs)
+    assert results is not None and all(r.outcome is Outcome.COPIED for r in results)
+    assert workers.idle_pids() == set()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def test_a_copier_and_its_jobs_pickle_for_a_copy_process(src: Path, mnt: Path) -> None:

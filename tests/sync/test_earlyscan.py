@@ -3,6 +3,7 @@ would make, and stopped when the agent never gets to it."""
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Iterator
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 from sync.sync_kit import EngineFactory
 
-from agent.cli.console import once_config
+from agent.cli import console
+from agent.cli.console import freeze_heap, once_config
 from agent.config import SourceConfig, load_config
 from agent.sync import earlyscan, workers
 from agent.sync.earlyscan import MAX_AGE, EarlyScan
@@ -177,7 +179,14 @@ def test_a_prestarted_walk_of_another_reading_is_stopped_and_replaced(
 
 
 @pytest.mark.parametrize(
-    ("extra", "processes"), [("", 4), (", copy_workers: 2", 2), (", copy_workers: 'two'", 4), (", copy_workers: 0", 4)]
+    ("extra", "processes"),
+    [
+        ("", 4),
+        (", copy_workers: 2", 2),
+        (", copy_workers: '3'", 3),
+        (", copy_workers: 'two'", 4),
+        (", copy_workers: 0", 4),
+    ],
 )
 def test_prestart_forks_the_copy_processes_too(
     extra: str, processes: int, src: Path, mnt: Path, state: Path, tmp_path: Path
@@ -243,3 +252,17 @@ def test_prestart_reads_no_pipe_and_raises_nothing(src: Path, mnt: Path, state: 
     fill(src, folders=1)
     earlyscan.prestart(str(write_config(tmp_path / "bang.yaml", src, mnt, state, extra_source=", ignore: ['!']")))
     assert prestarted() is None
+
+
+def test_the_heap_is_frozen_only_in_the_console_script_s_own_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`freeze_heap` (called once the agent is assembled) takes what the agent holds out of the garbage
+    collector's passes, in the console script's process only: a test process calling the CLI keeps its own."""
+    frozen = gc.get_freeze_count()
+    freeze_heap()
+    assert gc.get_freeze_count() == frozen
+    monkeypatch.setattr(console, "_own_process", True)
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
