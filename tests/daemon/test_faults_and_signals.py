@@ -171,3 +171,56 @@ def test_a_second_signal_stops_the_drain_at_once(tmp_path: Path) -> None:
         assert "agent.stop_now" in err
         assert '"drained": false' in err
         assert took < 10
+
+
+def children_of(pid: int) -> set[int]:
+    """The live processes whose parent is `pid` (a zombie already reaped by nobody counts as gone)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_once_killed_mid_copy_leaves_no_process_and_the_next_once_finishes(tmp_path: Path) -> None:
+    """`once` forks its copy processes at its start and gives them batch after batch (sync/workers.py). Killed
+    with SIGKILL in the middle of the copies, it takes them with it (none goes on writing into the mount), and
+    the next `once` finishes the sync: every file whole, no temp file left."""
+    with EmulatorThread(EmulatorOptions(data_dir=tmp_path / "emu", users={"alice": "key-alice"})) as emu:
+        cfg = make_config(emu, tmp_path)
+        for i in range(6000):
+            write(cfg.source.path, f"d{i % 30:02d}/f{i:05d}.csv", f"row {i}\n" * 400)
+        path = tmp_path / "agent.yaml"
+        path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+        command = [sys.executable, "-m", "agent", "once", "--config", str(path)]
+        mount = emu.mount_root / DATASET
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            until(lambda: len(children_of(proc.pid)) >= 4, limit=30, step=0.005)
+            workers = children_of(proc.pid)
+            assert len(workers) >= 4, "the copy processes were forked at the start"
+            until(lambda: sum(1 for _ in mount.rglob("*.csv")) >= 100, limit=60, step=0.01)
+            proc.kill()
+        finally:
+            proc.wait()
+        until(lambda: not any(alive(pid) for pid in workers), limit=10)
+        assert not any(alive(pid) for pid in workers), "a copy process outlived its killed agent"
+        copied = sum(1 for _ in mount.rglob("*.csv"))
+        assert copied < 6000, "the kill came after the copies: nothing was tested"
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert finished.returncode == 0, finished.stderr[-2000:]
+        assert tree(mount) == tree(cfg.source.path)
+        assert not [p for p in mount.rglob("*") if ".domino-sync-" in p.name], "temp files left in the mount"
