@@ -9,10 +9,11 @@ millisecond or two. So is a batch when forking cannot help or would change what 
 that act in the middle of a batch) or armed failpoints (a crash test counts hits across the agent's copies),
 or when no child can be started.
 
-`once` forks its copy processes at its start (`prestart`, with its early walk, sync/earlyscan.py), while the
-interpreter is small, and gives them batch after batch (workers.py): a fork of the assembled agent costs 5-7
-ms with the GIL held, and copy-on-write faults after. A batch finds none idle (none prestarted: the daemon, the
-tests; all busy or retired) is copied in a child forked for it.
+A first sync's `once` (no rows yet) forks its copy processes at its start (`prestart`, with its early walk,
+sync/earlyscan.py), while the interpreter is small, and gives them batch after batch (workers.py): a fork of
+the assembled agent costs 5-7 ms with the GIL held, and copy-on-write faults after. A batch that finds none
+idle (none prestarted: the daemon, a resync, the tests; all busy or retired) is copied in a child forked for
+it.
 
 A child or worker that gives no answer (killed by `stop`, by the OOM killer, or dead of a bug) may have left
 temp files and renamed part of the batch into the mount: `run` then returns None, and the caller recovers the

@@ -17,8 +17,9 @@ saw.
 From the console, `once` starts it sooner still (`prestart`, called by cli/console.py before the CLI is
 imported): it reads the four settings a walk needs from the YAML file as written, with the config's defaults,
 and forks then, 0.15 s earlier (click, structlog and pydantic's config models are imported meanwhile, on the
-other core). `start`, called once the config is validated, hands that walk over when it is the walk of the
-validated config, else stops it and forks its own: a misreading costs a walk, never a wrong result.
+other core), and for a first sync (no rows yet) the copy processes too (copyfork.py). `start`, called once
+the config is validated, hands that walk over when it is the walk of the validated config, else stops it and
+forks its own: a misreading costs a walk, never a wrong result.
 """
 
 from __future__ import annotations
@@ -153,7 +154,9 @@ def prestart(config_path: str) -> None:
         settings = _walk_settings(data)
         if settings is not None:
             _prestarted = EarlyScan.start(*settings)
-        if _prestarted is not None:  # the copies to come, forked while the interpreter is small (copyfork.py)
+        if _prestarted is not None and not _prestarted._rows:
+            # a first sync: its copies' processes, forked while the interpreter is small (copyfork.py); a tree
+            # synced before mostly holds still (a no-op resync takes 0.5 s), its few batches fork as they come
             from agent.sync.copyfork import prestart as prestart_copies
 
             prestart_copies(_copy_workers(data))

@@ -199,6 +199,21 @@ def test_prestart_forks_the_copy_processes_too(
     assert len(workers.idle_pids()) == processes
 
 
+def test_a_tree_synced_before_gets_no_copy_processes_at_the_start(
+    src: Path, mnt: Path, state: Path, tmp_path: Path
+) -> None:
+    """Rows in the state DB: a resync, which mostly finds nothing to copy (a no-op takes half a second); its few
+    batches fork as they come rather than four processes at every start."""
+    fill(src, folders=1)
+    state.mkdir()
+    db = StateDB(state / "state.db")
+    db.record(put=[("d00/f.csv", make_row(1, 1, 1, 0o100644))])
+    db.close()
+    earlyscan.prestart(str(write_config(tmp_path / "c.yaml", src, mnt, state)))
+    assert prestarted() is not None
+    assert workers.idle_pids() == set()
+
+
 @pytest.mark.parametrize(
     "text",
     [
