@@ -30,6 +30,19 @@ def default_workers() -> int:
     return max(1, min(4, cores))
 
 
+def fork(*pipes: int) -> int | None:
+    """`os.fork()`; None, and `pipes` closed, when no process could be started. Quiet about 3.12+'s warning
+    on forking a threaded process: the child runs no thread, and takes no lock (forks.py's rules)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return os.fork()
+    except OSError:
+        for fd in pipes:
+            os.close(fd)
+        return None
+
+
 def spawn(work: Callable[[], object]) -> tuple[int, int] | None:
     """Fork a child that runs `work()` and sends back what it returns, pickled; (pid, read end of its pipe), or
     None when no child could be started. Read the answer with `collect`."""
@@ -38,13 +51,8 @@ def spawn(work: Callable[[], object]) -> tuple[int, int] | None:
     except OSError:  # out of descriptors: the caller does the work itself
         return None
     parent = os.getpid()
-    try:
-        with warnings.catch_warnings():  # 3.12+ warns about fork in a threaded process: the child runs no thread
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-    except OSError:
-        os.close(read_end)
-        os.close(write_end)
+    pid = fork(read_end, write_end)
+    if pid is None:
         return None
     if pid == 0:  # the child: work, send, leave
         status = 1

@@ -22,11 +22,10 @@ import os
 import pickle
 import struct
 import threading
-import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
-from agent.sync.forks import detach, kill
+from agent.sync.forks import detach, fork, kill
 
 _FRAME = struct.Struct("<Q")
 
@@ -128,13 +127,8 @@ def _fork(serve: Callable[[object], object]) -> Worker | None:
         os.close(request_out)
         return None
     parent = os.getpid()
-    try:
-        with warnings.catch_warnings():  # 3.12+ warns about fork in a threaded process: a worker runs no thread
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-    except Exception:
-        for fd in (request_in, request_out, answer_in, answer_out):
-            os.close(fd)
+    pid = fork(request_in, request_out, answer_in, answer_out)
+    if pid is None:
         return None
     if pid == 0:
         status = 1

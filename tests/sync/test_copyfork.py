@@ -131,17 +131,22 @@ def test_a_child_that_gives_no_answer_is_none(
     assert len(forked) == 1
 
 
+def slow_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file's bytes take half a second to stream, in the copy processes forked from now on too."""
+    real_stream = transfer.stream
+
+    def slow(*args: Any, **kwargs: Any) -> int:
+        time.sleep(0.5)
+        return real_stream(*args, **kwargs)
+
+    monkeypatch.setattr("agent.sync.copier.stream", slow)
+
+
 def test_stop_kills_the_children_and_later_batches_copy_here(
     src: Path, mnt: Path, forked: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     jobs = drop(src, FORK_AT)
-    real_stream = transfer.stream
-
-    def slow(*args: Any, **kwargs: Any) -> int:
-        time.sleep(0.5)  # in the child: it inherits this patch
-        return real_stream(*args, **kwargs)
-
-    monkeypatch.setattr("agent.sync.copier.stream", slow)
+    slow_copies(monkeypatch)  # the child inherits it
     copies = CopyForks(threading.Event())
     answers: list[list[CopyResult] | None] = []
     worker = threading.Thread(target=lambda: answers.append(copies.run(Copier(str(src), str(mnt)), jobs)))
@@ -156,7 +161,7 @@ def test_stop_kills_the_children_and_later_batches_copy_here(
     assert copies.children.pids() == set()
     with pytest.raises(ChildProcessError):
         os.waitpid(forked[0], os.WNOHANG)  # reaped
-    monkeypatch.setattr("agent.sync.copier.stream", real_stream)
+    monkeypatch.setattr("agent.sync.copier.stream", transfer.stream)
     copies.run(Copier(str(src), str(mnt), halt=copies.halt), jobs)  # halted: here, where the halt is seen
     assert len(forked) == 1
 
@@ -187,15 +192,9 @@ def test_stop_kills_a_busy_copy_process_which_is_retired(
     """A stop reaches a prestarted process in the middle of a batch as it reaches a child; it gave no answer, so
     it is not given back: the next batch, finding none idle, is copied by a child forked for it."""
     jobs = drop(src, FORK_AT)
-    real_stream = transfer.stream
-
-    def slow(*args: Any, **kwargs: Any) -> int:
-        time.sleep(0.5)  # in the worker: forked after this patch
-        return real_stream(*args, **kwargs)
-
-    monkeypatch.setattr("agent.sync.copier.stream", slow)
-    copyfork.prestart(1)
-    monkeypatch.setattr("agent.sync.copier.stream", real_stream)
+    slow_copies(monkeypatch)
+    copyfork.prestart(1)  # forked with the patch
+    monkeypatch.setattr("agent.sync.copier.stream", transfer.stream)
     (pid,) = workers.idle_pids()
     copies = CopyForks(threading.Event())
     answers: list[list[CopyResult] | None] = []
