@@ -58,14 +58,19 @@ def spawn(work: Callable[[], object]) -> tuple[int, int] | None:
         status = 1
         try:
             detach(parent, write_end)
-            view = memoryview(pickle.dumps(work(), protocol=pickle.HIGHEST_PROTOCOL))
-            while view:
-                view = view[os.write(write_end, view) :]
+            write_all(write_end, pickle.dumps(work(), protocol=pickle.HIGHEST_PROTOCOL))
             status = 0
         finally:
             os._exit(status)
     os.close(write_end)
     return pid, read_end
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to the pipe `fd` (a pipe takes 64 KiB at a time)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class Children:

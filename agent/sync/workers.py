@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
-from agent.sync.forks import detach, fork, kill
+from agent.sync.forks import detach, fork, kill, write_all
 
 _FRAME = struct.Struct("<Q")
 
@@ -151,9 +151,7 @@ def _serve(requests: int, answers: int, serve: Callable[[object], object]) -> No
 
 
 def _write(fd: int, payload: bytes) -> None:
-    view = memoryview(_FRAME.pack(len(payload)) + payload)
-    while view:
-        view = view[os.write(fd, view) :]
+    write_all(fd, _FRAME.pack(len(payload)) + payload)
 
 
 def _read(fd: int) -> bytes | None:
